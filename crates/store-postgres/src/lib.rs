@@ -1,0 +1,286 @@
+//! The production store: PostgreSQL through diesel-async on tokio-postgres, pooled
+//! with deadpool, TLS through rustls (`sslmode=disable|require|verify-full`).
+
+mod tls;
+
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use hearth_store::schema::{
+    KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations, history_version_columns,
+    resource_history, resources,
+};
+use hearth_store::{
+    HistoryEntry, HistoryQuery, HistoryScope, Migration, MigrationDrift, SealFn, StoreError,
+    StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteKind, WriteOutcome, WritePlan,
+    migration_checksum, plan_write,
+};
+
+pub use tls::{ConnectOptions, SslMode, UrlError};
+
+/// Migrations of this backend, in order. Every file of `schema/postgres/` is listed.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    name: "0001_init",
+    sql: include_str!("../../../schema/postgres/0001_init.sql"),
+}];
+
+/// Serialises concurrent migrators (several nodes starting at once).
+const MIGRATION_LOCK: i64 = 0x4845_4152_5448; // "HEARTH"
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool<AsyncPgConnection>,
+}
+
+impl PgStore {
+    /// Builds the pool; connections are opened lazily. `url` is a `postgres://` URL
+    /// that may carry `sslmode` and `sslrootcert`.
+    pub fn connect(url: &str, max_connections: usize) -> Result<Self, UrlError> {
+        let options = ConnectOptions::parse(url)?;
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(move |_url| {
+            let options = options.clone();
+            async move { options.establish().await }.boxed()
+        });
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|e| UrlError(format!("connection pool: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
+        self.pool.get().await.map_err(StoreError::unavailable)
+    }
+}
+
+use futures_util::FutureExt;
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+async fn migrate(c: &mut AsyncPgConnection) -> StoreResult<Vec<String>> {
+    c.transaction::<_, StoreError, _>(async |c| {
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .execute(c)
+            .await
+            .map_err(StoreError::from)?;
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS hearth_migrations \
+                 (name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(StoreError::from)?;
+        let applied: Vec<(String, String)> = hearth_migrations::table
+            .select((hearth_migrations::name, hearth_migrations::checksum))
+            .load(c)
+            .await
+            .map_err(StoreError::from)?;
+        let mut ran = Vec::new();
+        for m in MIGRATIONS {
+            let sum = migration_checksum(m.sql);
+            if let Some((_, recorded)) = applied.iter().find(|(n, _)| n == m.name) {
+                if *recorded != sum {
+                    return Err(StoreError::internal(MigrationDrift(m.name.to_owned())));
+                }
+                continue;
+            }
+            c.batch_execute(m.sql).await.map_err(StoreError::from)?;
+            diesel::insert_into(hearth_migrations::table)
+                .values((
+                    hearth_migrations::name.eq(m.name),
+                    hearth_migrations::checksum.eq(&sum),
+                    hearth_migrations::applied_at.eq(now_micros()),
+                ))
+                .execute(c)
+                .await
+                .map_err(StoreError::from)?;
+            ran.push(m.name.to_owned());
+        }
+        Ok(ran)
+    })
+    .await
+}
+
+async fn write_tx(
+    c: &mut AsyncPgConnection,
+    tenant: &str,
+    intent: &WriteIntent<'_>,
+    seal: SealFn,
+) -> StoreResult<WriteOutcome> {
+    let current: Option<(i64, bool)> = resources::table
+        .find((tenant, intent.res_type, intent.id))
+        .select((resources::version, resources::deleted))
+        .for_update()
+        .first(c)
+        .await
+        .optional()
+        .map_err(StoreError::from)?;
+    let (version, created) = match plan_write(current, intent)? {
+        WritePlan::Skip(outcome) => return Ok(outcome),
+        WritePlan::Write { version, created } => (version, created),
+    };
+    let sealed = match intent.kind {
+        WriteKind::Put => Some(seal(version)?),
+        WriteKind::Delete => None,
+    };
+    let row = NewVersion::new(tenant, intent, version, sealed.as_ref());
+    diesel::insert_into(resource_history::table)
+        .values(row.history())
+        .execute(c)
+        .await
+        .map_err(StoreError::from)?;
+    diesel::insert_into(resources::table)
+        .values(&row)
+        .on_conflict((resources::tenant, resources::res_type, resources::id))
+        .do_update()
+        .set(&row)
+        .execute(c)
+        .await
+        .map_err(StoreError::from)?;
+    Ok(WriteOutcome::Written { version, created })
+}
+
+impl hearth_store::Store for PgStore {
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        migrate(&mut c).await
+    }
+
+    async fn read_current(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let mut c = self.conn().await?;
+        resources::table
+            .find((tenant, res_type, id))
+            .select(VersionRow::as_select())
+            .first(&mut c)
+            .await
+            .optional()
+            .map(|r| r.map(StoredVersion::from))
+            .map_err(StoreError::from)
+    }
+
+    async fn read_version(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let mut c = self.conn().await?;
+        resource_history::table
+            .filter(resource_history::tenant.eq(tenant))
+            .filter(resource_history::res_type.eq(res_type))
+            .filter(resource_history::id.eq(id))
+            .filter(resource_history::version.eq(version))
+            .select(history_version_columns())
+            .first::<VersionRow>(&mut c)
+            .await
+            .optional()
+            .map(|r| r.map(StoredVersion::from))
+            .map_err(StoreError::from)
+    }
+
+    async fn write(
+        &self,
+        tenant: &str,
+        intent: &WriteIntent<'_>,
+        seal: SealFn,
+    ) -> StoreResult<WriteOutcome> {
+        let mut c = self.conn().await?;
+        let c: &mut AsyncPgConnection = &mut c;
+        c.transaction::<_, StoreError, _>(async |c| write_tx(c, tenant, intent, seal).await)
+            .await
+    }
+
+    async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {
+        let mut c = self.conn().await?;
+        let mut query = resource_history::table
+            .filter(resource_history::tenant.eq(tenant))
+            .into_boxed();
+        match q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => query = query.filter(resource_history::res_type.eq(t)),
+            HistoryScope::Instance(t, id) => {
+                query = query
+                    .filter(resource_history::res_type.eq(t))
+                    .filter(resource_history::id.eq(id));
+            }
+        }
+        if let Some(s) = q.since {
+            query = query.filter(resource_history::last_updated.ge(s));
+        }
+        if let Some(b) = q.before_seq {
+            query = query.filter(resource_history::seq.lt(b));
+        }
+        let rows: Vec<(i64, VersionRow)> = query
+            .order(resource_history::seq.desc())
+            .limit(i64::from(q.limit))
+            .select((resource_history::seq, history_version_columns()))
+            .load(&mut c)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, r)| HistoryEntry {
+                seq,
+                version: r.into(),
+            })
+            .collect())
+    }
+
+    async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {
+        let mut c = self.conn().await?;
+        data_keys::table
+            .filter(data_keys::tenant.eq(tenant))
+            .order(data_keys::created_at.asc())
+            .select(KeyRow::as_select())
+            .load(&mut c)
+            .await
+            .map(|rows| rows.into_iter().map(WrappedKey::from).collect())
+            .map_err(StoreError::from)
+    }
+
+    async fn add_data_key(&self, tenant: &str, key: &WrappedKey) -> StoreResult<()> {
+        let row = KeyRow::new(tenant, key);
+        let mut c = self.conn().await?;
+        let c: &mut AsyncPgConnection = &mut c;
+        c.transaction::<_, DieselError, _>(async |c| {
+            if row.active {
+                diesel::update(data_keys::table.filter(data_keys::tenant.eq(&row.tenant)))
+                    .set(data_keys::active.eq(false))
+                    .execute(c)
+                    .await?;
+            }
+            diesel::insert_into(data_keys::table)
+                .values(&row)
+                .execute(c)
+                .await
+        })
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_listed() {
+        hearth_store::assert_migrations_listed(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/postgres"),
+            super::MIGRATIONS,
+        );
+    }
+}

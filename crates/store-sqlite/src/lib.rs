@@ -1,0 +1,358 @@
+//! The embedded store: one SQLite file in WAL mode, one writer connection and a
+//! few reader connections. Every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::sqlite::SqliteConnection;
+use hearth_store::schema::{
+    KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations, history_version_columns,
+    resource_history, resources,
+};
+use hearth_store::{
+    HistoryEntry, HistoryQuery, HistoryScope, Migration, MigrationDrift, SealFn, StoreError,
+    StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteOutcome, WritePlan,
+    migration_checksum, plan_write,
+};
+
+/// Migrations of this backend, in order. Every file of `schema/sqlite/` is listed.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    name: "0001_init",
+    sql: include_str!("../../../schema/sqlite/0001_init.sql"),
+}];
+
+const MAX_READERS: usize = 8;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<SqliteConnection>,
+    readers: Mutex<Vec<SqliteConnection>>,
+}
+
+fn open(path: &Path) -> StoreResult<SqliteConnection> {
+    let url = path
+        .to_str()
+        .ok_or_else(|| StoreError::Unavailable("database path is not UTF-8".into()))?;
+    let mut c = SqliteConnection::establish(url).map_err(StoreError::unavailable)?;
+    c.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = 10000;",
+    )
+    .map_err(StoreError::from)?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open(path: impl Into<PathBuf>) -> StoreResult<Self> {
+        let path = path.into();
+        let writer = open(&path)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteConnection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Internal("writer connection poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(StoreError::internal)?
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteConnection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut r| r.pop());
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path)?,
+            };
+            let result = f(&mut conn);
+            if let Ok(mut r) = inner.readers.lock()
+                && r.len() < MAX_READERS
+            {
+                r.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(StoreError::internal)?
+    }
+}
+
+fn applied_migrations(c: &mut SqliteConnection) -> StoreResult<Vec<(String, String)>> {
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hearth_migrations \
+         (name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .map_err(StoreError::from)?;
+    hearth_migrations::table
+        .select((hearth_migrations::name, hearth_migrations::checksum))
+        .load(c)
+        .map_err(StoreError::from)
+}
+
+fn migrate(c: &mut SqliteConnection, now: i64) -> StoreResult<Vec<String>> {
+    let applied = applied_migrations(c)?;
+    let mut ran = Vec::new();
+    for m in MIGRATIONS {
+        let sum = migration_checksum(m.sql);
+        if let Some((_, recorded)) = applied.iter().find(|(n, _)| n == m.name) {
+            if *recorded != sum {
+                return Err(StoreError::internal(MigrationDrift(m.name.to_owned())));
+            }
+            continue;
+        }
+        c.immediate_transaction(|c| {
+            c.batch_execute(m.sql)?;
+            diesel::insert_into(hearth_migrations::table)
+                .values((
+                    hearth_migrations::name.eq(m.name),
+                    hearth_migrations::checksum.eq(&sum),
+                    hearth_migrations::applied_at.eq(now),
+                ))
+                .execute(c)
+        })
+        .map_err(StoreError::from)?;
+        ran.push(m.name.to_owned());
+    }
+    Ok(ran)
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn write_tx(
+    c: &mut SqliteConnection,
+    tenant: &str,
+    intent: &WriteIntent<'_>,
+    seal: SealFn,
+) -> StoreResult<WriteOutcome> {
+    let current: Option<(i64, bool)> = resources::table
+        .find((tenant, intent.res_type, intent.id))
+        .select((resources::version, resources::deleted))
+        .first(c)
+        .optional()
+        .map_err(StoreError::from)?;
+    let (version, created) = match plan_write(current, intent)? {
+        WritePlan::Skip(outcome) => return Ok(outcome),
+        WritePlan::Write { version, created } => (version, created),
+    };
+    let sealed = match intent.kind {
+        hearth_store::WriteKind::Put => Some(seal(version)?),
+        hearth_store::WriteKind::Delete => None,
+    };
+    let row = NewVersion::new(tenant, intent, version, sealed.as_ref());
+    diesel::insert_into(resource_history::table)
+        .values(row.history())
+        .execute(c)
+        .map_err(StoreError::from)?;
+    diesel::insert_into(resources::table)
+        .values(&row)
+        .on_conflict((resources::tenant, resources::res_type, resources::id))
+        .do_update()
+        .set(&row)
+        .execute(c)
+        .map_err(StoreError::from)?;
+    Ok(WriteOutcome::Written { version, created })
+}
+
+impl hearth_store::Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        self.with_writer(|c| migrate(c, now_micros())).await
+    }
+
+    async fn read_current(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let key = (tenant.to_owned(), res_type.to_owned(), id.to_owned());
+        self.with_reader(move |c| {
+            resources::table
+                .find((&key.0, &key.1, &key.2))
+                .select(VersionRow::as_select())
+                .first(c)
+                .optional()
+                .map(|r| r.map(StoredVersion::from))
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    async fn read_version(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<StoredVersion>> {
+        let key = (tenant.to_owned(), res_type.to_owned(), id.to_owned());
+        self.with_reader(move |c| {
+            resource_history::table
+                .filter(resource_history::tenant.eq(&key.0))
+                .filter(resource_history::res_type.eq(&key.1))
+                .filter(resource_history::id.eq(&key.2))
+                .filter(resource_history::version.eq(version))
+                .select(history_version_columns())
+                .first::<VersionRow>(c)
+                .optional()
+                .map(|r| r.map(StoredVersion::from))
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        tenant: &str,
+        intent: &WriteIntent<'_>,
+        seal: SealFn,
+    ) -> StoreResult<WriteOutcome> {
+        let tenant = tenant.to_owned();
+        let (res_type, id) = (intent.res_type.to_owned(), intent.id.to_owned());
+        let (precondition, kind, last_updated) =
+            (intent.precondition, intent.kind, intent.last_updated);
+        self.with_writer(move |c| {
+            let intent = WriteIntent {
+                res_type: &res_type,
+                id: &id,
+                precondition,
+                kind,
+                last_updated,
+            };
+            let mut outcome = None;
+            let tx = c.immediate_transaction(|c| {
+                outcome = Some(write_tx(c, &tenant, &intent, seal));
+                match &outcome {
+                    Some(Ok(_)) => Ok(()),
+                    _ => Err(DieselError::RollbackTransaction),
+                }
+            });
+            match (tx, outcome) {
+                (_, Some(Err(e))) => Err(e),
+                (Err(e), _) => Err(StoreError::from(e)),
+                (Ok(()), Some(Ok(o))) => Ok(o),
+                (Ok(()), None) => Err(StoreError::Internal("write did not run".into())),
+            }
+        })
+        .await
+    }
+
+    async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {
+        let tenant = tenant.to_owned();
+        let scope = match q.scope {
+            HistoryScope::System => (None, None),
+            HistoryScope::Type(t) => (Some(t.to_owned()), None),
+            HistoryScope::Instance(t, id) => (Some(t.to_owned()), Some(id.to_owned())),
+        };
+        let (since, before, limit) = (q.since, q.before_seq, i64::from(q.limit));
+        self.with_reader(move |c| {
+            let mut query = resource_history::table
+                .filter(resource_history::tenant.eq(tenant))
+                .into_boxed();
+            if let Some(t) = scope.0 {
+                query = query.filter(resource_history::res_type.eq(t));
+            }
+            if let Some(id) = scope.1 {
+                query = query.filter(resource_history::id.eq(id));
+            }
+            if let Some(s) = since {
+                query = query.filter(resource_history::last_updated.ge(s));
+            }
+            if let Some(b) = before {
+                query = query.filter(resource_history::seq.lt(b));
+            }
+            let rows: Vec<(i64, VersionRow)> = query
+                .order(resource_history::seq.desc())
+                .limit(limit)
+                .select((resource_history::seq, history_version_columns()))
+                .load(c)
+                .map_err(StoreError::from)?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, r)| HistoryEntry {
+                    seq,
+                    version: r.into(),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {
+        let tenant = tenant.to_owned();
+        self.with_reader(move |c| {
+            data_keys::table
+                .filter(data_keys::tenant.eq(tenant))
+                .order(data_keys::created_at.asc())
+                .select(KeyRow::as_select())
+                .load(c)
+                .map(|rows| rows.into_iter().map(WrappedKey::from).collect())
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    async fn add_data_key(&self, tenant: &str, key: &WrappedKey) -> StoreResult<()> {
+        let row = KeyRow::new(tenant, key);
+        self.with_writer(move |c| {
+            c.immediate_transaction(|c| {
+                if row.active {
+                    diesel::update(data_keys::table.filter(data_keys::tenant.eq(&row.tenant)))
+                        .set(data_keys::active.eq(false))
+                        .execute(c)?;
+                }
+                diesel::insert_into(data_keys::table)
+                    .values(&row)
+                    .execute(c)
+            })
+            .map(|_| ())
+            .map_err(StoreError::from)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_listed() {
+        hearth_store::assert_migrations_listed(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/sqlite"),
+            super::MIGRATIONS,
+        );
+    }
+}

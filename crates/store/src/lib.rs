@@ -1,0 +1,433 @@
+//! The storage interface of Hearth.
+//!
+//! A store keeps, per tenant, the current version of every resource and its full
+//! version history. Bodies arrive here already sealed (AES-256-GCM ciphertext with
+//! its key id and nonce): a store never sees plaintext and never sees a key.
+//!
+//! Every call takes the tenant first; there is no call that spans tenants.
+//! Two implementations pass the same behavioural suite: `hearth-store-sqlite`
+//! (embedded default) and `hearth-store-postgres` (production).
+
+use std::future::Future;
+
+pub mod schema;
+
+/// Microseconds since the Unix epoch (UTC).
+pub type Micros = i64;
+
+/// A body as it is kept at rest: ciphertext plus what is needed to open it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedBody {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBody")
+            .field("key_id", &self.key_id)
+            .field("len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// One version of one resource as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub res_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: Micros,
+    /// `true` for the version written by a delete; such a version has no body.
+    pub deleted: bool,
+    pub body: Option<SealedBody>,
+}
+
+/// A history entry: a version plus its position in the tenant's global write order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub version: StoredVersion,
+}
+
+/// What must hold about the current version for a write to go ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition: create the resource or add a version on top of whatever is there.
+    None,
+    /// The current version must be exactly this one (HTTP `If-Match`).
+    VersionIs(i64),
+    /// The resource must not exist yet (server-assigned ids on create).
+    Absent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    Put,
+    Delete,
+}
+
+/// A write of one resource.
+#[derive(Clone, Debug)]
+pub struct WriteIntent<'a> {
+    pub res_type: &'a str,
+    pub id: &'a str,
+    pub precondition: Precondition,
+    pub kind: WriteKind,
+    pub last_updated: Micros,
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new version was written; `created` when no live version existed before.
+    Written { version: i64, created: bool },
+    /// A delete of something already deleted: nothing was written.
+    AlreadyDeleted { version: i64 },
+    /// A delete of something that never existed: nothing was written.
+    NotFound,
+}
+
+/// Which history to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryScope<'a> {
+    System,
+    Type(&'a str),
+    Instance(&'a str, &'a str),
+}
+
+/// A page request over history, newest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryQuery<'a> {
+    pub scope: HistoryScope<'a>,
+    /// Only versions with `last_updated >= since`.
+    pub since: Option<Micros>,
+    /// Only entries older than this position (keyset paging).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A data-encryption key as stored: wrapped under a master key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    pub key_id: String,
+    /// Identifies the master key that wrapped it (a fingerprint, never the key).
+    pub master_key_id: String,
+    pub wrapped: Vec<u8>,
+    pub created_at: Micros,
+    pub active: bool,
+}
+
+impl std::fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("key_id", &self.key_id)
+            .field("master_key_id", &self.master_key_id)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+/// Errors a store reports. Messages never contain SQL, values or bodies; the
+/// source is kept for the server log only.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The precondition did not hold; carries the current version if there is one.
+    #[error("precondition failed")]
+    PreconditionFailed { current: Option<i64> },
+    /// A concurrent write won the race for the same version.
+    #[error("conflicting concurrent write")]
+    Conflict,
+    /// The database cannot be reached or refused the connection.
+    #[error("database unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Sealing the body failed (raised by the caller's seal function).
+    #[error("sealing failed")]
+    Seal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else; logged, never shown.
+    #[error("database error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Internal(Box::new(e))
+    }
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Produces the sealed body of the version about to be written, given its number.
+/// Called inside the write transaction, at most once per write.
+pub type SealFn = Box<dyn FnOnce(i64) -> StoreResult<SealedBody> + Send>;
+
+/// The store interface. Every call names its tenant first.
+pub trait Store: Send + Sync {
+    /// Apply the embedded migrations that are not applied yet; returns their names.
+    fn migrate(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
+    /// The current version (possibly a deleted marker), without touching history.
+    fn read_current(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<StoredVersion>>> + Send;
+
+    fn read_version(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        version: i64,
+    ) -> impl Future<Output = StoreResult<Option<StoredVersion>>> + Send;
+
+    /// Write a new version atomically: check the precondition against the current
+    /// version, call `seal` with the new version number, append to history and
+    /// replace the current row, all in one transaction.
+    fn write(
+        &self,
+        tenant: &str,
+        intent: &WriteIntent<'_>,
+        seal: SealFn,
+    ) -> impl Future<Output = StoreResult<WriteOutcome>> + Send;
+
+    fn history(
+        &self,
+        tenant: &str,
+        query: &HistoryQuery<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
+
+    /// All data keys of a tenant, oldest first.
+    fn data_keys(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<WrappedKey>>> + Send;
+
+    /// Add a data key; when it is active, every other key of the tenant stops being active.
+    fn add_data_key(
+        &self,
+        tenant: &str,
+        key: &WrappedKey,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// A migration embedded in the binary: a name and its SQL.
+pub struct Migration {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// A stable checksum of a migration's text (FNV-1a 64), stored so that an edited,
+/// already-applied migration is detected instead of silently skipped.
+pub fn migration_checksum(sql: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sql.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Test support: fails unless every `.sql` file of `dir` is listed, in order.
+pub fn assert_migrations_listed(dir: &str, listed: &[Migration]) {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".sql").map(str::to_owned))
+        .collect();
+    files.sort();
+    let listed: Vec<&str> = listed.iter().map(|m| m.name).collect();
+    assert_eq!(
+        files, listed,
+        "migrations in {dir} and the embedded list differ"
+    );
+}
+
+/// Raised when an applied migration's text no longer matches the binary's copy.
+#[derive(Debug, thiserror::Error)]
+#[error("migration {0} was edited after it was applied")]
+pub struct MigrationDrift(pub String);
+
+/// What a write will do, decided from the current row alone. Both backends call
+/// this inside their transaction so the rules live in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePlan {
+    /// Write this version number.
+    Write { version: i64, created: bool },
+    /// Write nothing and report this outcome.
+    Skip(WriteOutcome),
+}
+
+/// `current` is the `(version, deleted)` of the current row, if any.
+pub fn plan_write(
+    current: Option<(i64, bool)>,
+    intent: &WriteIntent<'_>,
+) -> StoreResult<WritePlan> {
+    let live = current.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
+    match intent.precondition {
+        Precondition::None => {}
+        Precondition::VersionIs(expected) => {
+            if live != Some(expected) {
+                return Err(StoreError::PreconditionFailed { current: live });
+            }
+        }
+        Precondition::Absent => {
+            if current.is_some() {
+                return Err(StoreError::Conflict);
+            }
+        }
+    }
+    if intent.kind == WriteKind::Delete {
+        match current {
+            None => return Ok(WritePlan::Skip(WriteOutcome::NotFound)),
+            Some((version, true)) => {
+                return Ok(WritePlan::Skip(WriteOutcome::AlreadyDeleted { version }));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(WritePlan::Write {
+        version: current.map_or(1, |(v, _)| v + 1),
+        created: live.is_none(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(precondition: Precondition, kind: WriteKind) -> WriteIntent<'static> {
+        WriteIntent {
+            res_type: "Patient",
+            id: "a",
+            precondition,
+            kind,
+            last_updated: 0,
+        }
+    }
+
+    #[test]
+    fn plans_follow_the_current_row() {
+        use Precondition as P;
+        use WriteKind as K;
+        let cases: &[(Option<(i64, bool)>, P, K, Result<WritePlan, &str>)] = &[
+            (
+                None,
+                P::None,
+                K::Put,
+                Ok(WritePlan::Write {
+                    version: 1,
+                    created: true,
+                }),
+            ),
+            (
+                Some((3, false)),
+                P::None,
+                K::Put,
+                Ok(WritePlan::Write {
+                    version: 4,
+                    created: false,
+                }),
+            ),
+            (
+                Some((3, true)),
+                P::None,
+                K::Put,
+                Ok(WritePlan::Write {
+                    version: 4,
+                    created: true,
+                }),
+            ),
+            (
+                Some((3, false)),
+                P::VersionIs(3),
+                K::Put,
+                Ok(WritePlan::Write {
+                    version: 4,
+                    created: false,
+                }),
+            ),
+            (
+                Some((3, false)),
+                P::VersionIs(2),
+                K::Put,
+                Err("precondition"),
+            ),
+            (
+                Some((3, true)),
+                P::VersionIs(3),
+                K::Put,
+                Err("precondition"),
+            ),
+            (None, P::VersionIs(1), K::Put, Err("precondition")),
+            (
+                None,
+                P::Absent,
+                K::Put,
+                Ok(WritePlan::Write {
+                    version: 1,
+                    created: true,
+                }),
+            ),
+            (Some((1, false)), P::Absent, K::Put, Err("conflict")),
+            (
+                None,
+                P::None,
+                K::Delete,
+                Ok(WritePlan::Skip(WriteOutcome::NotFound)),
+            ),
+            (
+                Some((2, true)),
+                P::None,
+                K::Delete,
+                Ok(WritePlan::Skip(WriteOutcome::AlreadyDeleted { version: 2 })),
+            ),
+            (
+                Some((2, false)),
+                P::None,
+                K::Delete,
+                Ok(WritePlan::Write {
+                    version: 3,
+                    created: false,
+                }),
+            ),
+        ];
+        for (current, p, k, expected) in cases {
+            let got = plan_write(*current, &intent(*p, *k));
+            match (got, expected) {
+                (Ok(g), Ok(e)) => assert_eq!(g, *e, "{current:?} {p:?} {k:?}"),
+                (Err(StoreError::PreconditionFailed { .. }), Err("precondition")) => {}
+                (Err(StoreError::Conflict), Err("conflict")) => {}
+                (g, e) => panic!("{current:?} {p:?} {k:?}: got {g:?}, expected {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_is_stable() {
+        assert_eq!(migration_checksum(""), "cbf29ce484222325");
+        assert_ne!(migration_checksum("a"), migration_checksum("b"));
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match e {
+            E::DatabaseError(K::UniqueViolation | K::SerializationFailure, _) => {
+                StoreError::Conflict
+            }
+            E::DatabaseError(K::ClosedConnection, _) => StoreError::unavailable(e),
+            E::DatabaseError(K::Unknown, ref info)
+                if info.message().contains("database is locked")
+                    || info.message().contains("database is busy") =>
+            {
+                StoreError::unavailable(e)
+            }
+            other => StoreError::internal(other),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The composition root: from a validated [`Config`] to a running server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, middleware, web};
+use hearth_store::Store;
+use hearth_store_postgres::PgStore;
+use hearth_store_sqlite::SqliteStore;
+
+use crate::config::Config;
+use crate::crypto::{KeyRing, MasterKey};
+use crate::http::{self, AppState};
+use crate::service::Service;
+use crate::store::{AnyStore, DEFAULT_TENANT};
+
+/// Why start-up stopped. Messages name the setting to fix and never hold secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Database(String),
+    #[error("encryption: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Listener(#[from] hearth_listener_http::ListenerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+fn store_error(e: hearth_store::StoreError) -> StartError {
+    use std::error::Error;
+    let mut msg = e.to_string();
+    if let Some(source) = e.source() {
+        msg.push_str(": ");
+        msg.push_str(&source.to_string());
+    }
+    StartError::Database(msg)
+}
+
+/// Installs the process-wide rustls provider (aws-lc-rs) once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })
+}
+
+/// Opens the configured store (without migrating).
+pub fn open_store(config: &Config) -> Result<AnyStore, StartError> {
+    match &config.database.url {
+        Some(url) => PgStore::connect(url.expose(), config.database.max_connections)
+            .map(AnyStore::Postgres)
+            .map_err(|e| StartError::Database(e.to_string())),
+        None => {
+            ensure_data_dir(&config.data_dir)?;
+            SqliteStore::open(config.data_dir.join("hearth.db"))
+                .map(AnyStore::Sqlite)
+                .map_err(store_error)
+        }
+    }
+}
+
+/// Applies pending migrations; returns their names.
+pub async fn migrate(store: &AnyStore) -> Result<Vec<String>, StartError> {
+    store.migrate().await.map_err(store_error)
+}
+
+/// The master key from `crypto.master_key_file`, or (embedded store only) a
+/// development key generated in the data directory.
+pub fn master_key(config: &Config) -> Result<MasterKey, StartError> {
+    if let Some(path) = &config.crypto.master_key_file {
+        return Ok(MasterKey::load(path)?);
+    }
+    // Config validation already refused PostgreSQL without a key file.
+    let path = config.data_dir.join("master.key");
+    if path.exists() {
+        tracing::warn!(
+            path = %path.display(),
+            "using the development master key from the data directory; set HEARTH_MASTER_KEY_FILE to keep keys apart from data"
+        );
+        return Ok(MasterKey::load(&path)?);
+    }
+    ensure_data_dir(&config.data_dir)?;
+    let key = MasterKey::generate_file(&path)?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a development master key in the data directory; set HEARTH_MASTER_KEY_FILE for production"
+    );
+    Ok(key)
+}
+
+/// Everything a listener needs, ready to serve.
+pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
+    let store = open_store(config)?;
+    let applied = migrate(&store).await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied migrations");
+    }
+    let keys = Arc::new(KeyRing::new(master_key(config)?));
+    keys.load_tenant(&store, DEFAULT_TENANT).await?;
+    tracing::info!(
+        backend = store.backend_name(),
+        master_key = keys.master_key_id(),
+        "store ready"
+    );
+    let started = crate::time::format_instant(crate::time::now_micros());
+    Ok(AppState {
+        service: Service::new(store, keys),
+        base_path: config.http.base_path.clone(),
+        public_url: config.http.public_url.clone(),
+        capability: http::metadata_statement(&started),
+        max_body_bytes: config.http.max_body_bytes,
+        default_page_size: config.fhir.default_page_size,
+        max_page_size: config.fhir.max_page_size,
+    })
+}
+
+/// Binds the FHIR listener and returns the server (not yet awaited) and its address.
+pub fn http_server(
+    config: &Config,
+    state: AppState,
+    listener: Option<std::net::TcpListener>,
+) -> Result<(actix_web::dev::Server, std::net::SocketAddr), StartError> {
+    let tls = config.http.tls.is_some();
+    let state = web::Data::new(state);
+    let base_path = config.http.base_path.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| http::routes(cfg, &base_path))
+            .default_service(web::to(http::not_found))
+            .wrap(middleware::from_fn(http::request_context))
+    });
+    let server = match config.http.workers {
+        0 => server,
+        n => server.workers(n),
+    };
+    let handle_signals = listener.is_none();
+    let bind_err = |source| StartError::Bind {
+        addr: config.http.addr.to_string(),
+        source,
+    };
+    let listener = match listener {
+        Some(l) => l,
+        None => {
+            hearth_listener_http::check_bind(config.http.addr, tls)?;
+            std::net::TcpListener::bind(config.http.addr).map_err(bind_err)?
+        }
+    };
+    let addr = listener.local_addr().map_err(bind_err)?;
+    let server = match &config.http.tls {
+        Some(t) => {
+            let tls = hearth_listener_http::server_config(&t.cert, &t.key)?;
+            server
+                .listen_rustls_0_23(listener, (*tls).clone())
+                .map_err(bind_err)?
+        }
+        None => server.listen(listener).map_err(bind_err)?,
+    };
+    let server = if handle_signals {
+        server
+    } else {
+        server.disable_signals()
+    };
+    Ok((server.run(), addr))
+}

@@ -1,0 +1,419 @@
+//! Typed configuration: a TOML file (`HEARTH_CONFIG`) with environment overrides,
+//! validated before anything starts. Unknown keys and bad values stop start-up with
+//! a message naming them; secrets are masked whenever configuration is shown.
+//!
+//! Environment contract:
+//! `HEARTH_CONFIG`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE_URL`, `HEARTH_HTTP_ADDR`,
+//! `HEARTH_MASTER_KEY_FILE`, `HEARTH_LOG`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// A value that must never be printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+/// Database URLs are shown with the password masked.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&mask_url(&self.0))
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:****@host/db`; anything that is
+/// not such a URL is masked entirely.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "****".into();
+    };
+    let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}:****@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let tail = tail
+        .split_once('?')
+        .map_or(tail.to_owned(), |(path, query)| {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        });
+    format!("{scheme}://{authority}/{tail}")
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded database and of a generated development master key.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub crypto: CryptoConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub fhir: FhirConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./hearth-data"),
+            database: DatabaseConfig::default(),
+            crypto: CryptoConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            fhir: FhirConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` selects PostgreSQL; absent means the embedded SQLite file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    pub max_connections: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoConfig {
+    /// File holding the 32-byte master key (raw or base64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Base path of the FHIR API, e.g. `/fhir`.
+    pub base_path: String,
+    /// Public base URL for links (`https://fhir.example.org/fhir`); derived from the
+    /// request's Host header when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_path: "/fhir".into(),
+            public_url: None,
+            tls: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when standard error is not a terminal, text otherwise.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `hearth=debug,info`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FhirConfig {
+    /// Page size of history bundles when `_count` is absent.
+    pub default_page_size: u32,
+    /// Largest `_count` honoured.
+    pub max_page_size: u32,
+}
+
+impl Default for FhirConfig {
+    fn default() -> Self {
+        FhirConfig {
+            default_page_size: 50,
+            max_page_size: 1000,
+        }
+    }
+}
+
+/// Where the environment comes from (a map in tests, the process otherwise).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+impl Config {
+    /// Reads `HEARTH_CONFIG` (if set), applies the environment, validates.
+    pub fn load(env: &impl Env) -> Result<Config, ConfigError> {
+        let mut config = match env.var("HEARTH_CONFIG") {
+            Some(path) => Self::from_file(Path::new(&path))?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        // toml's messages name the key and line; they quote the offending line,
+        // so a secret written in the wrong place could appear: strip the excerpt.
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let keys = e.message().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!("line {line}: {keys}")
+                }
+                None => keys,
+            }
+        })
+    }
+
+    fn apply_env(&mut self, env: &impl Env) -> Result<(), ConfigError> {
+        if let Some(v) = env.var("HEARTH_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env.var("HEARTH_DATABASE_URL") {
+            self.database.url = (!v.is_empty()).then(|| Secret::new(v));
+        }
+        if let Some(v) = env.var("HEARTH_HTTP_ADDR") {
+            self.http.addr = v.parse().map_err(|_| ConfigError::Env {
+                var: "HEARTH_HTTP_ADDR",
+                message: "must be an IP address and port, such as 127.0.0.1:8080".into(),
+            })?;
+        }
+        if let Some(v) = env.var("HEARTH_MASTER_KEY_FILE") {
+            self.crypto.master_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env.var("HEARTH_LOG") {
+            self.log.filter = v;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(url) = &self.database.url
+            && !(url.expose().starts_with("postgres://")
+                || url.expose().starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url",
+                "must be a postgres:// URL (leave it unset for the embedded store)",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        let bp = &self.http.base_path;
+        if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) {
+            return invalid("http.base_path", "must start with '/' and not end with '/'");
+        }
+        if let Some(u) = &self.http.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return invalid("http.public_url", "must be an http:// or https:// URL");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return invalid("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.fhir.default_page_size == 0 || self.fhir.default_page_size > self.fhir.max_page_size
+        {
+            return invalid(
+                "fhir.default_page_size",
+                "must be between 1 and fhir.max_page_size",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return invalid(
+                "log.filter",
+                "is not a valid log filter (e.g. `info` or `hearth=debug`)",
+            );
+        }
+        if self.is_postgres() && self.crypto.master_key_file.is_none() {
+            return invalid(
+                "crypto.master_key_file",
+                "PostgreSQL needs an explicit master key: set HEARTH_MASTER_KEY_FILE",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.is_some()
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_environment() {
+        let c = Config::load(&[
+            ("HEARTH_HTTP_ADDR", "127.0.0.1:9999"),
+            ("HEARTH_DATA_DIR", "/tmp/x"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.addr.port(), 9999);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.http.base_path, "/fhir");
+        assert!(!c.is_postgres());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::load(&[("HEARTH_HTTP_ADDR", "nowhere")]).unwrap_err();
+        assert!(e.to_string().contains("HEARTH_HTTP_ADDR"), "{e}");
+        let e = Config::load(&[("HEARTH_DATABASE_URL", "postgres://u:pw@h/db")]).unwrap_err();
+        assert!(e.to_string().contains("master_key_file"), "{e}");
+        assert!(!e.to_string().contains("pw"));
+        let e = Config::from_toml("[http]\nadress = \"x\"\n").unwrap_err();
+        assert!(e.contains("adress") && e.contains("line 2"), "{e}");
+        let e = Config::from_toml("[http]\naddr = \"x\"\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = Config::from_toml("[fhir]\nmax_page_size = \"many\"\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = Config::load(&[
+            (
+                "HEARTH_DATABASE_URL",
+                "postgres://hearth:s3cret@db:5432/hearth?sslmode=require",
+            ),
+            ("HEARTH_MASTER_KEY_FILE", "/keys/master"),
+        ])
+        .unwrap();
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://hearth:****@db:5432/hearth?sslmode=require"),
+            "{shown}"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(
+            mask_url("postgres://h/db?password=x"),
+            "postgres://h/db?password=****"
+        );
+    }
+}

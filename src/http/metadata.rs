@@ -1,0 +1,98 @@
+//! `capabilities` (R4 3.1.0.5): `GET [base]/metadata`, rendered once at start-up
+//! by [`capability_statement`] from what this server implements.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{AppState, negotiate, send};
+use crate::error::ApiError;
+use crate::fhir::{FHIR_VERSION, model};
+use crate::json::{Json, Object};
+
+pub async fn capabilities(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate(&req)?;
+    Ok(send(
+        HttpResponse::build(StatusCode::OK),
+        format,
+        state.capability.clone(),
+    ))
+}
+
+fn strings(items: &[&str]) -> Json {
+    Json::Array(items.iter().map(|s| Json::string(*s)).collect())
+}
+
+fn codes(key: &str, items: &[&str]) -> Json {
+    Json::Array(
+        items
+            .iter()
+            .map(|c| {
+                let mut o = Object::default();
+                o.push(key, Json::string(*c));
+                Json::Object(o)
+            })
+            .collect(),
+    )
+}
+
+/// An honest CapabilityStatement: only the interactions that are implemented.
+pub fn capability_statement(date: &str) -> Vec<u8> {
+    let resources = model::r4()
+        .resource_types()
+        .iter()
+        .map(|t| {
+            let mut r = Object::default();
+            r.push("type", Json::string(*t));
+            r.push(
+                "interaction",
+                codes(
+                    "code",
+                    &[
+                        "read",
+                        "vread",
+                        "update",
+                        "delete",
+                        "history-instance",
+                        "history-type",
+                        "create",
+                    ],
+                ),
+            );
+            r.push("versioning", Json::string("versioned-update"));
+            r.push("readHistory", Json::Bool(true));
+            r.push("updateCreate", Json::Bool(true));
+            r.push("conditionalCreate", Json::Bool(false));
+            r.push("conditionalRead", Json::string("full-support"));
+            r.push("conditionalUpdate", Json::Bool(false));
+            r.push("conditionalDelete", Json::string("not-supported"));
+            Json::Object(r)
+        })
+        .collect();
+    let mut rest = Object::default();
+    rest.push("mode", Json::string("server"));
+    rest.push("resource", Json::Array(resources));
+    rest.push("interaction", codes("code", &["history-system"]));
+    let mut software = Object::default();
+    software.push("name", Json::string("Hearth"));
+    software.push("version", Json::string(env!("CARGO_PKG_VERSION")));
+    let mut implementation = Object::default();
+    implementation.push("description", Json::string("Hearth FHIR R4 server"));
+    let mut cs = Object::default();
+    cs.push("resourceType", Json::string("CapabilityStatement"));
+    cs.push("status", Json::string("active"));
+    cs.push("date", Json::string(date));
+    cs.push("publisher", Json::string("Hearth"));
+    cs.push("kind", Json::string("instance"));
+    cs.push("software", Json::Object(software));
+    cs.push("implementation", Json::Object(implementation));
+    cs.push("fhirVersion", Json::string(FHIR_VERSION));
+    cs.push(
+        "format",
+        strings(&["application/fhir+json", "application/json"]),
+    );
+    cs.push("rest", Json::Array(vec![Json::Object(rest)]));
+    Json::Object(cs).to_bytes()
+}

@@ -1,0 +1,441 @@
+//! The FHIR REST listener (actix-web): routing, content negotiation, request ids,
+//! access logging, and the one place where [`ApiError`] becomes a response.
+//! Handlers are adapters, one file per interaction: extract, call the service,
+//! respond.
+
+mod create;
+mod delete;
+mod history;
+mod metadata;
+mod read;
+mod update;
+
+pub use metadata::capability_statement as metadata_statement;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
+use futures_util::StreamExt;
+use tracing::Instrument;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::json;
+use crate::service::{ResourceVersion, Service};
+
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// Everything handlers share.
+pub struct AppState {
+    pub service: Service,
+    pub base_path: String,
+    pub public_url: Option<String>,
+    /// The CapabilityStatement, rendered once at start-up.
+    pub capability: Vec<u8>,
+    pub max_body_bytes: usize,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+}
+
+/// Registers the FHIR routes under the base path.
+pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
+    let method_not_allowed = || {
+        web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                "this method is not allowed here",
+            ))
+        })
+    };
+    let scope = web::scope(if base_path == "/" { "" } else { base_path })
+        .service(
+            web::resource("/metadata")
+                .route(web::get().to(metadata::capabilities))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/_history")
+                .route(web::get().to(history::system))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/_history")
+                .route(web::get().to(history::type_level))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/{id}/_history")
+                .route(web::get().to(history::instance))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/{id}/_history/{vid}")
+                .route(web::get().to(read::vread))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/{id}")
+                .route(web::get().to(read::read))
+                .route(web::head().to(read::read))
+                .route(web::put().to(update::update))
+                .route(web::delete().to(delete::delete))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}")
+                .route(web::post().to(create::create))
+                .route(web::get().to(search_not_supported))
+                .default_service(method_not_allowed()),
+        );
+    cfg.service(scope);
+}
+
+async fn search_not_supported(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    resource_type(&path)?;
+    Err(ApiError::new(
+        ErrorKind::NotSupported,
+        "search is not supported by this server yet",
+    ))
+}
+
+/// Answers every unmatched path with a FHIR 404.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such endpoint"))
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(source) = &self.source {
+            // The source is for operators; it never carries request content.
+            tracing::error!(status = self.status(), error = %source, "request failed");
+        }
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CONTENT_TYPE, format!("{FHIR_JSON}; charset=utf-8")))
+            .body(self.to_operation_outcome().to_bytes())
+    }
+}
+
+/// The concrete R4 resource type named in the URL, or 404.
+pub fn resource_type(t: &str) -> Result<&str, ApiError> {
+    if crate::fhir::model::r4().is_resource_type(t) {
+        Ok(t)
+    } else {
+        Err(ApiError::not_found("unknown resource type"))
+    }
+}
+
+/// A resource id from the URL: 1–64 of `[A-Za-z0-9\-.]`, else 400.
+pub fn resource_id(id: &str) -> Result<&str, ApiError> {
+    crate::fhir::primitive::check_id(id).map_err(ApiError::invalid)?;
+    Ok(id)
+}
+
+/// The response format chosen from `_format`, `Accept` and `_pretty`.
+#[derive(Clone, Copy, Debug)]
+pub struct Format {
+    pub mime: &'static str,
+    pub pretty: bool,
+}
+
+fn query_param<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.query_string()
+        .split('&')
+        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+pub fn negotiate(req: &HttpRequest) -> Result<Format, ApiError> {
+    let pretty = query_param(req, "_pretty") == Some("true");
+    let wanted = match query_param(req, "_format") {
+        Some(f) => percent_decode(f),
+        None => req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+    };
+    let mut mime = None;
+    let mut any = wanted.trim().is_empty();
+    for item in wanted.split(',') {
+        let m = item
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match m.as_str() {
+            "application/fhir+json" | "json" | "fhir+json" => {
+                mime.get_or_insert(FHIR_JSON);
+            }
+            "application/json" => {
+                mime.get_or_insert("application/json");
+            }
+            "*/*" | "application/*" | "" => any = true,
+            _ => {}
+        }
+    }
+    match (mime, any) {
+        (Some(mime), _) => Ok(Format { mime, pretty }),
+        (None, true) => Ok(Format {
+            mime: FHIR_JSON,
+            pretty,
+        }),
+        (None, false) => Err(ApiError::new(
+            ErrorKind::NotAcceptable,
+            "only JSON is supported: ask for application/fhir+json or application/json",
+        )),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads the request body up to the configured limit (413 beyond it) and checks
+/// that it is declared as JSON (415 otherwise).
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<Vec<u8>, ApiError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ct != "application/fhir+json" && ct != "application/json" {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedMediaType,
+                "send resources as application/fhir+json or application/json",
+            ));
+        }
+    }
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                state.max_body_bytes
+            ),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > state.max_body_bytes
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::invalid("the request body could not be read"))?;
+        if body.len() + chunk.len() > state.max_body_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The absolute base URL of the FHIR API for links and `Location`.
+pub fn base_url(req: &HttpRequest, state: &AppState) -> String {
+    if let Some(u) = &state.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let info = req.connection_info();
+    let base = if state.base_path == "/" {
+        ""
+    } else {
+        state.base_path.as_str()
+    };
+    format!("{}://{}{}", info.scheme(), info.host(), base)
+}
+
+/// `ETag: W/"n"`
+pub fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// A version from `If-Match` / `If-None-Match`: `W/"3"` or `"3"`.
+pub fn parse_etag(v: &str) -> Option<i64> {
+    let v = v.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    v.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// What the client asked for with `Prefer: return=…`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+pub fn prefer_return(req: &HttpRequest) -> Return {
+    let prefer = req
+        .headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok());
+    for p in prefer {
+        for part in p.split([',', ';']) {
+            match part.trim().to_ascii_lowercase().as_str() {
+                "return=minimal" => return Return::Minimal,
+                "return=operationoutcome" => return Return::OperationOutcome,
+                "return=representation" => return Return::Representation,
+                _ => {}
+            }
+        }
+    }
+    Return::Representation
+}
+
+/// A body in the negotiated format (pretty-printed on request, else as stored).
+pub fn send(mut builder: HttpResponseBuilder, format: Format, body: Vec<u8>) -> HttpResponse {
+    let body = if format.pretty {
+        json::pretty(&body)
+    } else {
+        body
+    };
+    builder
+        .insert_header((
+            header::CONTENT_TYPE,
+            format!("{}; charset=utf-8", format.mime),
+        ))
+        .body(body)
+}
+
+/// Version headers of a resource: `ETag`, `Last-Modified`.
+pub fn version_headers(builder: &mut HttpResponseBuilder, version: i64, last_updated: i64) {
+    builder.insert_header((header::ETAG, etag(version)));
+    builder.insert_header((
+        header::LAST_MODIFIED,
+        header::HttpDate::from(crate::time::to_system_time(last_updated)).to_string(),
+    ));
+}
+
+/// The response to a create or update, honouring `Prefer: return`.
+pub fn write_response(
+    req: &HttpRequest,
+    state: &AppState,
+    status: StatusCode,
+    rv: ResourceVersion,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate(req)?;
+    let mut builder = HttpResponse::build(status);
+    version_headers(&mut builder, rv.version, rv.last_updated);
+    let location = format!(
+        "{}/{}/{}/_history/{}",
+        base_url(req, state),
+        rv.res_type,
+        rv.id,
+        rv.version
+    );
+    builder.insert_header((header::LOCATION, location.clone()));
+    Ok(match prefer_return(req) {
+        Return::Minimal => builder.finish(),
+        Return::Representation => send(builder, format, rv.body),
+        Return::OperationOutcome => {
+            let verb = if status == StatusCode::CREATED {
+                "created"
+            } else {
+                "updated"
+            };
+            let oo = crate::error::operation_outcome(&[crate::error::OutcomeIssue::information(
+                format!("{}/{} {verb} as version {}", rv.res_type, rv.id, rv.version),
+            )]);
+            send(builder, format, oo.to_bytes())
+        }
+    })
+}
+
+/// A request id per request, a span around it, and one access-log line that
+/// names the route pattern (never the query string or body).
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = crate::service::new_id().unwrap_or_else(|_| "unknown".into());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut res = next.call(req).instrument(span).await?;
+    let status = res.status().as_u16();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), v);
+    }
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(res)
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_parse() {
+        assert_eq!(parse_etag("W/\"3\""), Some(3));
+        assert_eq!(parse_etag("\"12\""), Some(12));
+        assert_eq!(parse_etag("3"), None);
+        assert_eq!(parse_etag("W/\"x\""), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("application%2Ffhir%2Bjson"),
+            "application/fhir+json"
+        );
+        assert_eq!(percent_decode("a+b%"), "a b%");
+    }
+}

@@ -1,0 +1,340 @@
+//! The FHIR interactions on resources, independent of HTTP: validate, seal, store,
+//! open. Every call takes the tenant first.
+
+use std::sync::{Arc, Mutex};
+
+use hearth_store::{
+    HistoryQuery, HistoryScope, Precondition, SealedBody, Store, StoreError, StoredVersion,
+    WriteIntent, WriteKind, WriteOutcome,
+};
+
+use crate::crypto::{BodyAad, CryptoError, KeyRing};
+use crate::error::{ApiError, ErrorKind, IssueType, OutcomeIssue};
+use crate::fhir::{self, Expect};
+use crate::store::AnyStore;
+use crate::time::{format_instant, now_micros};
+
+/// One version of a resource, decrypted: `body` is the stored JSON, byte for byte.
+#[derive(Clone, Debug)]
+pub struct ResourceVersion {
+    pub res_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    pub body: Vec<u8>,
+}
+
+/// A history entry; `body` is `None` for a delete.
+#[derive(Clone, Debug)]
+pub struct HistoryItem {
+    pub seq: i64,
+    pub res_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    pub body: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteResult {
+    Deleted { version: i64 },
+    AlreadyDeleted,
+}
+
+pub struct Service {
+    store: AnyStore,
+    keys: Arc<KeyRing>,
+}
+
+fn crypto_error(e: CryptoError) -> ApiError {
+    match e {
+        CryptoError::Store(s) => s.into(),
+        other => ApiError::internal(other),
+    }
+}
+
+impl Service {
+    pub fn new(store: AnyStore, keys: Arc<KeyRing>) -> Self {
+        Service { store, keys }
+    }
+
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// `POST [type]`: a new resource with a server-assigned id.
+    pub async fn create(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        body: &[u8],
+    ) -> Result<ResourceVersion, ApiError> {
+        let obj = fhir::parse_resource(body, Expect::Create { res_type })?;
+        let id = new_id()?;
+        self.put(tenant, res_type, &id, obj, Precondition::Absent)
+            .await
+            .map(|(rv, _)| rv)
+    }
+
+    /// `PUT [type]/[id]`: a new version, or the first one (update as create).
+    /// Returns the version and whether it created the resource.
+    pub async fn update(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        body: &[u8],
+        if_match: Option<i64>,
+    ) -> Result<(ResourceVersion, bool), ApiError> {
+        let obj = fhir::parse_resource(body, Expect::Update { res_type, id })?;
+        let precondition = if_match.map_or(Precondition::None, Precondition::VersionIs);
+        self.put(tenant, res_type, id, obj, precondition).await
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        obj: crate::json::Object,
+        precondition: Precondition,
+    ) -> Result<(ResourceVersion, bool), ApiError> {
+        let last_updated = now_micros();
+        let intent = WriteIntent {
+            res_type,
+            id,
+            precondition,
+            kind: WriteKind::Put,
+            last_updated,
+        };
+        // The body is finished inside the transaction, once the version is known;
+        // the plaintext comes back through this slot for the response.
+        let slot: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let seal = {
+            let (slot, keys) = (slot.clone(), self.keys.clone());
+            let (tenant, res_type, id) = (tenant.to_owned(), res_type.to_owned(), id.to_owned());
+            Box::new(move |version: i64| -> Result<SealedBody, StoreError> {
+                let bytes =
+                    fhir::stored_form(obj, &res_type, &id, version, &format_instant(last_updated));
+                let aad = BodyAad {
+                    tenant: &tenant,
+                    res_type: &res_type,
+                    id: &id,
+                    version,
+                };
+                let sealed = keys
+                    .seal(aad, bytes.clone())
+                    .map_err(|e| StoreError::Seal(Box::new(e)))?;
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(bytes);
+                }
+                Ok(sealed)
+            })
+        };
+        let outcome = self.store.write(tenant, &intent, seal).await?;
+        let WriteOutcome::Written { version, created } = outcome else {
+            return Err(ApiError::internal("a put reported no write"));
+        };
+        let body = slot
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .ok_or_else(|| ApiError::internal("sealed body missing after write"))?;
+        Ok((
+            ResourceVersion {
+                res_type: res_type.to_owned(),
+                id: id.to_owned(),
+                version,
+                last_updated,
+                body,
+            },
+            created,
+        ))
+    }
+
+    async fn open(&self, tenant: &str, v: StoredVersion) -> Result<ResourceVersion, ApiError> {
+        let Some(sealed) = &v.body else {
+            return Err(gone(&v.res_type, &v.id));
+        };
+        let aad = BodyAad {
+            tenant,
+            res_type: &v.res_type,
+            id: &v.id,
+            version: v.version,
+        };
+        let body = self
+            .keys
+            .open(&self.store, aad, sealed)
+            .await
+            .map_err(crypto_error)?;
+        Ok(ResourceVersion {
+            res_type: v.res_type,
+            id: v.id,
+            version: v.version,
+            last_updated: v.last_updated,
+            body,
+        })
+    }
+
+    /// `GET [type]/[id]`: 404 when unknown, 410 when deleted.
+    pub async fn read(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+    ) -> Result<ResourceVersion, ApiError> {
+        match self.store.read_current(tenant, res_type, id).await? {
+            None => Err(not_found(res_type, id)),
+            Some(v) => self.open(tenant, v).await,
+        }
+    }
+
+    /// The current version number and time, without decrypting (for conditional reads).
+    pub async fn current_version(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+    ) -> Result<(i64, i64), ApiError> {
+        match self.store.read_current(tenant, res_type, id).await? {
+            None => Err(not_found(res_type, id)),
+            Some(v) if v.deleted => Err(gone(res_type, id)),
+            Some(v) => Ok((v.version, v.last_updated)),
+        }
+    }
+
+    /// Whether the resource has any version (deleted or not).
+    pub async fn exists(&self, tenant: &str, res_type: &str, id: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .store
+            .read_current(tenant, res_type, id)
+            .await?
+            .is_some())
+    }
+
+    /// `GET [type]/[id]/_history/[vid]`.
+    pub async fn vread(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<ResourceVersion, ApiError> {
+        match self
+            .store
+            .read_version(tenant, res_type, id, version)
+            .await?
+        {
+            Some(v) => self.open(tenant, v).await,
+            None => Err(ApiError::not_found(format!(
+                "{res_type}/{id} has no version {version}"
+            ))),
+        }
+    }
+
+    /// `DELETE [type]/[id]`.
+    pub async fn delete(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+    ) -> Result<DeleteResult, ApiError> {
+        let intent = WriteIntent {
+            res_type,
+            id,
+            precondition: Precondition::None,
+            kind: WriteKind::Delete,
+            last_updated: now_micros(),
+        };
+        let no_body: hearth_store::SealFn =
+            Box::new(|_| Err(StoreError::Internal("a delete has no body to seal".into())));
+        match self.store.write(tenant, &intent, no_body).await? {
+            WriteOutcome::Written { version, .. } => Ok(DeleteResult::Deleted { version }),
+            WriteOutcome::AlreadyDeleted { .. } => Ok(DeleteResult::AlreadyDeleted),
+            WriteOutcome::NotFound => Err(not_found(res_type, id)),
+        }
+    }
+
+    /// History, newest first, decrypted.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        query: &HistoryQuery<'_>,
+    ) -> Result<Vec<HistoryItem>, ApiError> {
+        let entries = self.store.history(tenant, query).await?;
+        let mut items = Vec::with_capacity(entries.len());
+        for e in entries {
+            let v = e.version;
+            let body = match &v.body {
+                None => None,
+                Some(sealed) => {
+                    let aad = BodyAad {
+                        tenant,
+                        res_type: &v.res_type,
+                        id: &v.id,
+                        version: v.version,
+                    };
+                    Some(
+                        self.keys
+                            .open(&self.store, aad, sealed)
+                            .await
+                            .map_err(crypto_error)?,
+                    )
+                }
+            };
+            items.push(HistoryItem {
+                seq: e.seq,
+                res_type: v.res_type,
+                id: v.id,
+                version: v.version,
+                last_updated: v.last_updated,
+                body,
+            });
+        }
+        Ok(items)
+    }
+
+    pub fn history_scope<'a>(res_type: Option<&'a str>, id: Option<&'a str>) -> HistoryScope<'a> {
+        match (res_type, id) {
+            (Some(t), Some(id)) => HistoryScope::Instance(t, id),
+            (Some(t), None) => HistoryScope::Type(t),
+            _ => HistoryScope::System,
+        }
+    }
+}
+
+fn not_found(res_type: &str, id: &str) -> ApiError {
+    ApiError::not_found(format!("{res_type}/{id} is not known"))
+}
+
+fn gone(res_type: &str, id: &str) -> ApiError {
+    ApiError::with_issues(
+        ErrorKind::Gone,
+        vec![OutcomeIssue::error(
+            IssueType::Deleted,
+            format!("{res_type}/{id} was deleted"),
+        )],
+    )
+}
+
+/// A random version-4 UUID as a resource id.
+pub fn new_id() -> Result<String, ApiError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| ApiError::internal("the system random generator failed"))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}

@@ -1,0 +1,81 @@
+//! The store chosen at start-up: PostgreSQL or the embedded SQLite file.
+
+use hearth_store::{
+    HistoryEntry, HistoryQuery, SealFn, Store, StoreResult, StoredVersion, WrappedKey, WriteIntent,
+    WriteOutcome,
+};
+use hearth_store_postgres::PgStore;
+use hearth_store_sqlite::SqliteStore;
+
+/// The default tenant; every call names a tenant, and for now there is this one.
+pub const DEFAULT_TENANT: &str = "default";
+
+#[derive(Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e.await,
+            AnyStore::Postgres($s) => $e.await,
+        }
+    };
+}
+
+impl AnyStore {
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl Store for AnyStore {
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        delegate!(self, s => s.migrate())
+    }
+
+    async fn read_current(
+        &self,
+        tenant: &str,
+        t: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredVersion>> {
+        delegate!(self, s => s.read_current(tenant, t, id))
+    }
+
+    async fn read_version(
+        &self,
+        tenant: &str,
+        t: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<StoredVersion>> {
+        delegate!(self, s => s.read_version(tenant, t, id, version))
+    }
+
+    async fn write(
+        &self,
+        tenant: &str,
+        intent: &WriteIntent<'_>,
+        seal: SealFn,
+    ) -> StoreResult<WriteOutcome> {
+        delegate!(self, s => s.write(tenant, intent, seal))
+    }
+
+    async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {
+        delegate!(self, s => s.history(tenant, q))
+    }
+
+    async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {
+        delegate!(self, s => s.data_keys(tenant))
+    }
+
+    async fn add_data_key(&self, tenant: &str, key: &WrappedKey) -> StoreResult<()> {
+        delegate!(self, s => s.add_data_key(tenant, key))
+    }
+}
