@@ -49,6 +49,13 @@ pub struct Service {
 fn crypto_error(e: CryptoError) -> ApiError {
     match e {
         CryptoError::Store(s) => s.into(),
+        CryptoError::Integrity(what) => {
+            let mut err = ApiError::internal(CryptoError::Integrity(what.clone()));
+            err.issues[0].diagnostics = format!(
+                "the stored data of {what} failed its integrity check (altered or misplaced ciphertext) and is not served"
+            );
+            err
+        }
         other => ApiError::internal(other),
     }
 }

@@ -129,6 +129,9 @@ fn bundle(
         ),
     );
     let mut out = Json::Object(head).to_bytes();
+    if items.is_empty() {
+        return Ok(out);
+    }
     out.pop(); // reopen the object to append the entries
     out.extend_from_slice(b",\"entry\":[");
     for (n, item) in items.iter().enumerate() {

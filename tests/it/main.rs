@@ -1,0 +1,12 @@
+//! Integration tests: a real server over HTTP, on SQLite and on PostgreSQL.
+
+mod support;
+
+mod concurrency;
+mod crud;
+mod encryption;
+mod http_semantics;
+mod roundtrip;
+mod startup;
+mod sweep;
+mod validation;

@@ -1,0 +1,223 @@
+//! Test harness: a real server on a random loopback port, over a fresh SQLite
+//! file or a fresh PostgreSQL database, talked to through HTTP.
+
+pub mod postgres;
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use hearth::config::{Config, Secret};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    /// `http://127.0.0.1:PORT/fhir`
+    pub base: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    /// The PostgreSQL database URL, for the PostgreSQL backend.
+    pub database_url: Option<String>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        hearth::app::install_crypto_provider();
+        hearth::telemetry::init(&hearth::config::LogConfig {
+            filter: std::env::var("HEARTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            format: hearth::config::LogFormat::Text,
+        });
+    });
+}
+
+/// A fresh random master key file in `dir`.
+pub fn write_master_key(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("test-master.key");
+    let mut raw = [0u8; 32];
+    for (i, b) in raw.iter_mut().enumerate() {
+        *b = (i as u8)
+            .wrapping_mul(37)
+            .wrapping_add(std::process::id() as u8);
+    }
+    std::fs::write(&path, raw).expect("write key");
+    path
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.data_dir = dir.path().join("data");
+        config.http.workers = 1;
+        config.database.max_connections = 24;
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let url = postgres::fresh_database().await;
+                config.database.url = Some(Secret::new(url.clone()));
+                config.crypto.master_key_file = Some(write_master_key(dir.path()));
+                Some(url)
+            }
+        };
+        adjust(&mut config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let server_config = config.clone();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let state = match hearth::app::build_state(&server_config).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let (server, _) =
+                    match hearth::app::http_server(&server_config, state, Some(listener)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                let handle = server.handle();
+                actix_web::rt::spawn(async move {
+                    let _ = stop_rx.await;
+                    handle.stop(true).await;
+                });
+                let _ = ready_tx.send(Ok(()));
+                let _ = server.await;
+            });
+        });
+        let ready = tokio::task::spawn_blocking(move || ready_rx.recv())
+            .await
+            .expect("join")
+            .expect("server thread ended early");
+        if let Err(e) = ready {
+            panic!("server did not start: {e}");
+        }
+        TestApp {
+            backend,
+            base: format!("http://{addr}{}", config.http.base_path),
+            client: reqwest::Client::builder().build().expect("client"),
+            config,
+            database_url,
+            _dir: dir,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// POSTs a JSON value and returns the created resource (asserting 201).
+    pub async fn create(&self, resource: &Value) -> Value {
+        let t = resource["resourceType"].as_str().expect("resourceType");
+        let res = self.post(t, resource.to_string()).await;
+        let status = res.status();
+        let body = res.text().await.expect("body");
+        assert_eq!(status, 201, "create {t}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The JSON body of a response, with its status.
+pub async fn json(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, v)
+}
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Runs an async test body once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(
+                    $crate::support::TestApp::start($crate::support::Backend::Sqlite).await,
+                )
+                .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(
+                    $crate::support::TestApp::start($crate::support::Backend::Postgres).await,
+                )
+                .await
+            }
+        }
+    };
+}
