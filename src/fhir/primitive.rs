@@ -74,7 +74,7 @@ pub fn check_string(type_name: &str, s: &str) -> Result<(), &'static str> {
                     _ => return Err("not valid base64"),
                 }
             }
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 Ok(())
             } else {
                 Err("not valid base64 (length)")
@@ -136,7 +136,7 @@ fn digits(s: &str, n: usize) -> Option<u32> {
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! Integration tests: a real server over HTTP, on SQLite and on PostgreSQL.
 
 mod support;

@@ -295,6 +295,25 @@ pub fn plan_write(
     })
 }
 
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match e {
+            E::DatabaseError(K::UniqueViolation | K::SerializationFailure, _) => {
+                StoreError::Conflict
+            }
+            E::DatabaseError(K::ClosedConnection, _) => StoreError::unavailable(e),
+            E::DatabaseError(K::Unknown, ref info)
+                if info.message().contains("database is locked")
+                    || info.message().contains("database is busy") =>
+            {
+                StoreError::unavailable(e)
+            }
+            other => StoreError::internal(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,7 +332,8 @@ mod tests {
     fn plans_follow_the_current_row() {
         use Precondition as P;
         use WriteKind as K;
-        let cases: &[(Option<(i64, bool)>, P, K, Result<WritePlan, &str>)] = &[
+        type Case = (Option<(i64, bool)>, P, K, Result<WritePlan, &'static str>);
+        let cases: &[Case] = &[
             (
                 None,
                 P::None,
@@ -410,24 +430,5 @@ mod tests {
     fn checksum_is_stable() {
         assert_eq!(migration_checksum(""), "cbf29ce484222325");
         assert_ne!(migration_checksum("a"), migration_checksum("b"));
-    }
-}
-
-impl From<diesel::result::Error> for StoreError {
-    fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind as K, Error as E};
-        match e {
-            E::DatabaseError(K::UniqueViolation | K::SerializationFailure, _) => {
-                StoreError::Conflict
-            }
-            E::DatabaseError(K::ClosedConnection, _) => StoreError::unavailable(e),
-            E::DatabaseError(K::Unknown, ref info)
-                if info.message().contains("database is locked")
-                    || info.message().contains("database is busy") =>
-            {
-                StoreError::unavailable(e)
-            }
-            other => StoreError::internal(other),
-        }
     }
 }

@@ -60,8 +60,10 @@ impl TestApp {
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
         init();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::default();
-        config.data_dir = dir.path().join("data");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
         config.http.workers = 1;
         config.database.max_connections = 24;
         let database_url = match backend {

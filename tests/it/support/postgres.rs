@@ -129,7 +129,8 @@ fn start_cluster() -> Cluster {
         "pg_ctl start failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Stop and remove the cluster once this test process is gone.
+    // Stop and remove the cluster once this test process is gone. The watchdog
+    // outlives this process on purpose, so it is never waited for.
     let stop = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runas}{pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {dir}",
         pid = std::process::id(),
@@ -142,6 +143,7 @@ fn start_cluster() -> Cluster {
         data = data.display(),
         dir = dir.display(),
     );
+    #[allow(clippy::zombie_processes)]
     Command::new("sh")
         .args(["-c", &stop])
         .stdin(Stdio::null())
