@@ -395,6 +395,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let c = Config::from_toml(include_str!("../docs/hearth.example.toml")).unwrap();
+        assert_eq!(c.http.base_path, "/fhir");
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = Config::load(&[
             (
