@@ -11,4 +11,5 @@ mod http_semantics;
 mod roundtrip;
 mod startup;
 mod sweep;
+mod tls;
 mod validation;

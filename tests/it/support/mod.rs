@@ -2,6 +2,7 @@
 //! file or a fresh PostgreSQL database, talked to through HTTP.
 
 pub mod postgres;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Once;
@@ -114,9 +115,18 @@ impl TestApp {
         if let Err(e) = ready {
             panic!("server did not start: {e}");
         }
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         TestApp {
             backend,
-            base: format!("http://{addr}{}", config.http.base_path),
+            base: format!(
+                "{scheme}://localhost:{}{}",
+                addr.port(),
+                config.http.base_path
+            ),
             client: reqwest::Client::builder().build().expect("client"),
             config,
             database_url,

@@ -73,7 +73,9 @@ fn free_port() -> u16 {
         .expect("no free port")
 }
 
-fn start_cluster() -> Cluster {
+/// Starts a cluster; `configure` may edit the data directory (as the current user)
+/// after `initdb` and before the server starts.
+pub fn start_cluster(configure: impl FnOnce(&Path)) -> Cluster {
     let bin_dir = find_bin_dir();
     let as_postgres = is_root();
     let dir = tempfile::Builder::new()
@@ -110,6 +112,16 @@ fn start_cluster() -> Cluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    configure(&data);
+    if as_postgres {
+        let ok = Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg(&data)
+            .status()
+            .map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "chown of the data directory failed");
+    }
     let port = free_port();
     let opts = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
@@ -170,7 +182,7 @@ pub fn cluster() -> &'static Cluster {
                 bin_dir,
             }
         }
-        Err(_) => start_cluster(),
+        Err(_) => start_cluster(|_| {}),
     })
 }
 

@@ -1,0 +1,143 @@
+//! TLS: the HTTPS listener (TLS 1.2 and 1.3), and PostgreSQL over rustls with
+//! `sslmode=require` and `verify-full` against a cluster that refuses plain TCP.
+
+use std::sync::OnceLock;
+
+use hearth::config::{Config, Secret, TlsConfig};
+use serde_json::json;
+
+use crate::support::postgres::{Cluster, start_cluster};
+use crate::support::tls::{TestPki, generate};
+use crate::support::{Backend, TestApp, json, write_master_key};
+
+fn client(ca_pem: &str, version: reqwest::tls::Version) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .tls_version_min(version)
+        .tls_version_max(version)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_serves_tls_1_2_and_1_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = generate(dir.path(), "Hearth HTTPS test CA");
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        c.http.tls = Some(TlsConfig {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+        })
+    })
+    .await;
+    assert!(app.base.starts_with("https://"));
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let res = client(&pki.ca_pem, version)
+            .get(app.url("metadata"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{version:?}");
+    }
+    // Plain HTTP on the TLS port gets no FHIR answer.
+    let plain = reqwest::Client::new()
+        .get(app.url("metadata").replace("https://", "http://"))
+        .send()
+        .await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
+
+/// A cluster that only accepts TLS connections, with its certificates.
+fn tls_cluster() -> &'static (Cluster, TestPki) {
+    static CLUSTER: OnceLock<(Cluster, TestPki)> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let pki = generate(&dir, "Hearth PostgreSQL test CA");
+        let cluster = start_cluster(|data| {
+            std::fs::copy(&pki.cert, data.join("server.crt")).unwrap();
+            std::fs::copy(&pki.key, data.join("server.key")).unwrap();
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).unwrap();
+            let hba = data.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba).unwrap();
+            std::fs::write(&hba, format!("hostnossl all all 0.0.0.0/0 reject\n{text}")).unwrap();
+        });
+        (cluster, pki)
+    })
+}
+
+async fn connects(url: String) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.database.url = Some(Secret::new(url));
+    config.crypto.master_key_file = Some(write_master_key(dir.path()));
+    let store = hearth::app::open_store(&config).map_err(|e| e.to_string())?;
+    hearth::app::migrate(&store)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls() {
+    let (cluster, pki) = tls_cluster();
+    let base = cluster.server_url.clone();
+    // Plain TCP is refused by the server.
+    assert!(
+        connects(format!("{base}/postgres?sslmode=disable"))
+            .await
+            .is_err()
+    );
+    // require: encrypted, certificate not checked.
+    connects(format!("{base}/postgres?sslmode=require"))
+        .await
+        .unwrap();
+    // verify-full: the chain and the host are checked.
+    connects(format!(
+        "{base}/postgres?sslmode=verify-full&sslrootcert={}",
+        pki.ca.display()
+    ))
+    .await
+    .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let wrong = generate(other.path(), "Some other CA");
+    let err = connects(format!(
+        "{base}/postgres?sslmode=verify-full&sslrootcert={}",
+        wrong.ca.display()
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        !err.contains("postgres://"),
+        "the URL must not be echoed: {err}"
+    );
+
+    // The whole REST core over a verify-full connection.
+    let url = format!(
+        "{base}/postgres?sslmode=verify-full&sslrootcert={}",
+        pki.ca.display()
+    );
+    let app = TestApp::start_with(Backend::Postgres, |c| {
+        c.database.url = Some(Secret::new(url))
+    })
+    .await;
+    let created = app
+        .create(&json!({"resourceType": "Patient", "active": true}))
+        .await;
+    let (status, read) = json(
+        app.get(&format!("Patient/{}", created["id"].as_str().unwrap()))
+            .await,
+    )
+    .await;
+    assert_eq!((status, read), (200, created));
+}
