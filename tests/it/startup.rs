@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{postgres, write_master_key};
+use crate::support::{http_client, postgres, write_master_key};
 
 fn hearth(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
@@ -45,7 +45,7 @@ async fn serve_with_no_configuration_starts_on_sqlite_within_a_second() {
             .spawn()
             .unwrap(),
     );
-    let client = reqwest::Client::new();
+    let client = http_client();
     let url = format!("http://127.0.0.1:{port}/fhir/metadata");
     let body = loop {
         if let Ok(r) = client.get(&url).send().await
@@ -184,4 +184,91 @@ async fn migrate_applies_once_on_both_backends() {
     ];
     assert_eq!(run(&pg), "applied 0001_init\n");
     assert_eq!(run(&pg), "no pending migrations\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_hold_no_resource_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Child(
+        hearth(dir.path())
+            .env("HEARTH_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("HEARTH_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let started = Instant::now();
+    while client.get(format!("{base}/metadata")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let name = "Zyxwvutsrq";
+    let send = |method: reqwest::Method, path: &str, body: Option<String>| {
+        let mut req = client.request(method, format!("{base}/{path}"));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/fhir+json").body(b);
+        }
+        req.send()
+    };
+    let patient =
+        format!(r#"{{"resourceType":"Patient","id":"p1","name":[{{"family":"{name}"}}]}}"#);
+    let mut statuses = Vec::new();
+    for (method, path, body) in [
+        (
+            reqwest::Method::PUT,
+            "Patient/p1".to_owned(),
+            Some(patient.clone()),
+        ),
+        (reqwest::Method::GET, "Patient/p1".to_owned(), None),
+        (reqwest::Method::GET, format!("Patient?name={name}"), None),
+        (
+            reqwest::Method::GET,
+            format!("Patient/p1?_format=json&x={name}"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            "Patient".to_owned(),
+            Some(format!(
+                r#"{{"resourceType":"Patient","birthDate":"{name}"}}"#
+            )),
+        ),
+        (
+            reqwest::Method::POST,
+            "Patient".to_owned(),
+            Some(format!(
+                r#"{{"resourceType":"Patient","name":[{{"family":"{name}"}}],}}"#
+            )),
+        ),
+        (
+            reqwest::Method::PUT,
+            "Patient/p2".to_owned(),
+            Some(patient.clone()),
+        ),
+        (reqwest::Method::GET, "Patient/p1/_history".to_owned(), None),
+        (reqwest::Method::DELETE, "Patient/p1".to_owned(), None),
+    ] {
+        statuses.push(send(method, &path, body).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [201, 200, 501, 200, 422, 400, 400, 200, 204]);
+    drop(child);
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let request_lines = logged
+        .lines()
+        .filter(|l| l.contains("\"message\":\"request\""))
+        .count();
+    assert!(
+        request_lines >= statuses.len(),
+        "the access log is missing lines:\n{logged}"
+    );
+    assert!(
+        !logged.contains(name),
+        "resource content reached the log:\n{logged}"
+    );
 }

@@ -43,7 +43,7 @@ async fn https_listener_serves_tls_1_2_and_1_3() {
         assert_eq!(res.status(), 200, "{version:?}");
     }
     // Plain HTTP on the TLS port gets no FHIR answer.
-    let plain = reqwest::Client::new()
+    let plain = crate::support::http_client()
         .get(app.url("metadata").replace("https://", "http://"))
         .send()
         .await;

@@ -40,6 +40,12 @@ fn init() {
     });
 }
 
+/// An HTTP client (after installing the process's TLS provider).
+pub fn http_client() -> reqwest::Client {
+    init();
+    reqwest::Client::new()
+}
+
 /// A fresh random master key file in `dir`.
 pub fn write_master_key(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("test-master.key");
