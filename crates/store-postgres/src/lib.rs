@@ -8,14 +8,15 @@ use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::FutureExt;
 use hearth_store::schema::{
     KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations, history_version_columns,
     resource_history, resources,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, Migration, MigrationDrift, SealFn, StoreError,
+    HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteKind, WriteOutcome, WritePlan,
-    migration_checksum, plan_write,
+    pending_migrations, plan_write,
 };
 
 pub use tls::{ConnectOptions, SslMode, UrlError};
@@ -58,46 +59,28 @@ impl PgStore {
     }
 }
 
-use futures_util::FutureExt;
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 async fn migrate(c: &mut AsyncPgConnection) -> StoreResult<Vec<String>> {
     c.transaction::<_, StoreError, _>(async |c| {
         diesel::sql_query(format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .execute(c)
             .await
             .map_err(StoreError::from)?;
-        c.batch_execute(
-            "CREATE TABLE IF NOT EXISTS hearth_migrations \
-                 (name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .await
-        .map_err(StoreError::from)?;
+        c.batch_execute(MIGRATIONS_TABLE_SQL)
+            .await
+            .map_err(StoreError::from)?;
         let applied: Vec<(String, String)> = hearth_migrations::table
             .select((hearth_migrations::name, hearth_migrations::checksum))
             .load(c)
             .await
             .map_err(StoreError::from)?;
         let mut ran = Vec::new();
-        for m in MIGRATIONS {
-            let sum = migration_checksum(m.sql);
-            if let Some((_, recorded)) = applied.iter().find(|(n, _)| n == m.name) {
-                if *recorded != sum {
-                    return Err(StoreError::internal(MigrationDrift(m.name.to_owned())));
-                }
-                continue;
-            }
+        for (m, sum) in pending_migrations(&applied, MIGRATIONS)? {
             c.batch_execute(m.sql).await.map_err(StoreError::from)?;
             diesel::insert_into(hearth_migrations::table)
                 .values((
                     hearth_migrations::name.eq(m.name),
                     hearth_migrations::checksum.eq(&sum),
-                    hearth_migrations::applied_at.eq(now_micros()),
+                    hearth_migrations::applied_at.eq(hearth_store::now_micros()),
                 ))
                 .execute(c)
                 .await

@@ -13,9 +13,9 @@ use hearth_store::schema::{
     resource_history, resources,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, Migration, MigrationDrift, SealFn, StoreError,
+    HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteOutcome, WritePlan,
-    migration_checksum, plan_write,
+    pending_migrations, plan_write,
 };
 
 /// Migrations of this backend, in order. Every file of `schema/sqlite/` is listed.
@@ -108,29 +108,15 @@ impl SqliteStore {
     }
 }
 
-fn applied_migrations(c: &mut SqliteConnection) -> StoreResult<Vec<(String, String)>> {
-    c.batch_execute(
-        "CREATE TABLE IF NOT EXISTS hearth_migrations \
-         (name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .map_err(StoreError::from)?;
-    hearth_migrations::table
+fn migrate(c: &mut SqliteConnection, now: i64) -> StoreResult<Vec<String>> {
+    c.batch_execute(MIGRATIONS_TABLE_SQL)
+        .map_err(StoreError::from)?;
+    let applied: Vec<(String, String)> = hearth_migrations::table
         .select((hearth_migrations::name, hearth_migrations::checksum))
         .load(c)
-        .map_err(StoreError::from)
-}
-
-fn migrate(c: &mut SqliteConnection, now: i64) -> StoreResult<Vec<String>> {
-    let applied = applied_migrations(c)?;
+        .map_err(StoreError::from)?;
     let mut ran = Vec::new();
-    for m in MIGRATIONS {
-        let sum = migration_checksum(m.sql);
-        if let Some((_, recorded)) = applied.iter().find(|(n, _)| n == m.name) {
-            if *recorded != sum {
-                return Err(StoreError::internal(MigrationDrift(m.name.to_owned())));
-            }
-            continue;
-        }
+    for (m, sum) in pending_migrations(&applied, MIGRATIONS)? {
         c.immediate_transaction(|c| {
             c.batch_execute(m.sql)?;
             diesel::insert_into(hearth_migrations::table)
@@ -145,12 +131,6 @@ fn migrate(c: &mut SqliteConnection, now: i64) -> StoreResult<Vec<String>> {
         ran.push(m.name.to_owned());
     }
     Ok(ran)
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn write_tx(
@@ -190,7 +170,8 @@ fn write_tx(
 
 impl hearth_store::Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
-        self.with_writer(|c| migrate(c, now_micros())).await
+        self.with_writer(|c| migrate(c, hearth_store::now_micros()))
+            .await
     }
 
     async fn read_current(

@@ -246,6 +246,37 @@ pub fn assert_migrations_listed(dir: &str, listed: &[Migration]) {
     );
 }
 
+/// The bookkeeping table of applied migrations (same SQL on both backends).
+pub const MIGRATIONS_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS hearth_migrations \
+     (name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// The migrations of `all` not applied yet, each with its checksum. Fails when an
+/// applied migration (`applied`: name and recorded checksum) was edited since.
+pub fn pending_migrations<'m>(
+    applied: &[(String, String)],
+    all: &'m [Migration],
+) -> StoreResult<Vec<(&'m Migration, String)>> {
+    let mut pending = Vec::new();
+    for m in all {
+        let sum = migration_checksum(m.sql);
+        match applied.iter().find(|(n, _)| n == m.name) {
+            Some((_, recorded)) if *recorded != sum => {
+                return Err(StoreError::internal(MigrationDrift(m.name.to_owned())));
+            }
+            Some(_) => {}
+            None => pending.push((m, sum)),
+        }
+    }
+    Ok(pending)
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Raised when an applied migration's text no longer matches the binary's copy.
 #[derive(Debug, thiserror::Error)]
 #[error("migration {0} was edited after it was applied")]
@@ -424,6 +455,31 @@ mod tests {
                 (g, e) => panic!("{current:?} {p:?} {k:?}: got {g:?}, expected {e:?}"),
             }
         }
+    }
+
+    #[test]
+    fn edited_migrations_are_detected() {
+        let all = [
+            Migration {
+                name: "0001_a",
+                sql: "CREATE TABLE a (x INT);",
+            },
+            Migration {
+                name: "0002_b",
+                sql: "CREATE TABLE b (x INT);",
+            },
+        ];
+        let applied = vec![("0001_a".to_owned(), migration_checksum(all[0].sql))];
+        let pending = pending_migrations(&applied, &all).unwrap();
+        assert_eq!(
+            pending.iter().map(|(m, _)| m.name).collect::<Vec<_>>(),
+            ["0002_b"]
+        );
+        let edited = vec![(
+            "0001_a".to_owned(),
+            migration_checksum("CREATE TABLE a (y INT);"),
+        )];
+        assert!(pending_migrations(&edited, &all).is_err());
     }
 
     #[test]
