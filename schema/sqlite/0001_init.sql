@@ -47,9 +47,12 @@ CREATE TABLE resource_history (
     deleted      INTEGER NOT NULL,
     key_id       TEXT,
     nonce        BLOB,
-    body         BLOB,
-    UNIQUE (tenant, res_type, id, version)
+    body         BLOB
 );
 
 CREATE INDEX resource_history_tenant_seq ON resource_history (tenant, seq);
 CREATE INDEX resource_history_type_seq ON resource_history (tenant, res_type, seq);
+-- Created last on purpose: on a table that has no statistics yet, PostgreSQL breaks
+-- cost ties in favour of the index created last, and this is the one vread and
+-- instance history need.
+CREATE UNIQUE INDEX resource_history_version ON resource_history (tenant, res_type, id, version);

@@ -393,7 +393,21 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let request_id = crate::service::new_id().unwrap_or_else(|_| "unknown".into());
+    // A caller's own X-Request-Id is kept when it is a plain token, so traces join up.
+    let incoming = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_owned);
+    let request_id = match incoming {
+        Some(id) => id,
+        None => crate::service::new_id().unwrap_or_else(|_| "unknown".into()),
+    };
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());

@@ -193,6 +193,30 @@ async fn errors_are_operation_outcomes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_returned_and_kept() {
+    let app = app().await;
+    let res = app.get("metadata").await;
+    let generated = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 36);
+    let res = app
+        .client
+        .get(app.url("metadata"))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-42");
+    let res = app
+        .client
+        .get(app.url("metadata"))
+        .header("x-request-id", "bad id\"with quotes")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.headers()["x-request-id"], "bad id\"with quotes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_statement_is_honest() {
     let app = app().await;
     let (status, cs) = json(app.get("metadata").await).await;

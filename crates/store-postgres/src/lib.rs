@@ -207,8 +207,13 @@ impl hearth_store::Store for PgStore {
         if let Some(b) = q.before_seq {
             query = query.filter(resource_history::seq.lt(b));
         }
+        // Within one resource, versions follow write order: ordering by version
+        // lets the (tenant, type, id, version) key serve the whole query.
+        query = match q.scope {
+            HistoryScope::Instance(..) => query.order(resource_history::version.desc()),
+            _ => query.order(resource_history::seq.desc()),
+        };
         let rows: Vec<(i64, VersionRow)> = query
-            .order(resource_history::seq.desc())
             .limit(i64::from(q.limit))
             .select((resource_history::seq, history_version_columns()))
             .load(&mut c)

@@ -267,6 +267,7 @@ impl hearth_store::Store for SqliteStore {
             if let Some(t) = scope.0 {
                 query = query.filter(resource_history::res_type.eq(t));
             }
+            let instance = scope.1.is_some();
             if let Some(id) = scope.1 {
                 query = query.filter(resource_history::id.eq(id));
             }
@@ -276,8 +277,14 @@ impl hearth_store::Store for SqliteStore {
             if let Some(b) = before {
                 query = query.filter(resource_history::seq.lt(b));
             }
+            // Within one resource, versions follow write order: ordering by version
+            // lets the (tenant, type, id, version) key serve the whole query.
+            query = if instance {
+                query.order(resource_history::version.desc())
+            } else {
+                query.order(resource_history::seq.desc())
+            };
             let rows: Vec<(i64, VersionRow)> = query
-                .order(resource_history::seq.desc())
                 .limit(limit)
                 .select((resource_history::seq, history_version_columns()))
                 .load(c)
