@@ -55,13 +55,6 @@ impl Json {
         }
     }
 
-    pub fn as_object(&self) -> Option<&Object> {
-        match self {
-            Json::Object(o) => Some(o),
-            _ => None,
-        }
-    }
-
     pub fn string(s: impl Into<String>) -> Json {
         Json::String(s.into())
     }

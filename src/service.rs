@@ -65,14 +65,6 @@ impl Service {
         Service { store, keys }
     }
 
-    pub fn store(&self) -> &AnyStore {
-        &self.store
-    }
-
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
-    }
-
     /// `POST [type]`: a new resource with a server-assigned id.
     pub async fn create(
         &self,

@@ -19,7 +19,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
 use futures_util::StreamExt;
 use tracing::Instrument;
 
@@ -408,7 +408,6 @@ pub async fn request_context(
         Some(id) => id,
         None => crate::service::new_id().unwrap_or_else(|_| "unknown".into()),
     };
-    req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let span = tracing::info_span!("request", request_id = %request_id);
@@ -428,9 +427,6 @@ pub async fn request_context(
     );
     Ok(res)
 }
-
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -272,3 +272,54 @@ async fn logs_hold_no_resource_content() {
         "resource content reached the log:\n{logged}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_a, key_b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+    std::fs::write(&key_a, [1u8; 32]).unwrap();
+    std::fs::write(&key_b, [2u8; 32]).unwrap();
+    let port = free_port();
+    let start = |key: &std::path::Path| {
+        hearth(dir.path())
+            .env("HEARTH_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("HEARTH_MASTER_KEY_FILE", key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    {
+        let _first = Child(start(&key_a));
+        let client = http_client();
+        let started = Instant::now();
+        while client
+            .get(format!("http://127.0.0.1:{port}/fhir/metadata"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "first start failed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut second = Child(start(&key_b));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "started with the wrong master key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("wrapped by master key mk-"), "{err}");
+}

@@ -64,10 +64,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut SqliteConnection) -> StoreResult<T> + Send + 'static,
