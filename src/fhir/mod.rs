@@ -1,8 +1,10 @@
 //! FHIR R4 knowledge: the type model, primitive rules, validation, and the
 //! shaping of incoming resources into their stored form.
 
+pub mod fhirpath;
 pub mod model;
 pub mod primitive;
+pub mod search_params;
 pub mod validate;
 
 use crate::error::{ApiError, ErrorKind, OutcomeIssue};
