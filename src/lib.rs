@@ -9,6 +9,7 @@ pub mod error;
 pub mod fhir;
 pub mod http;
 pub mod json;
+pub mod search;
 pub mod service;
 pub mod store;
 pub mod telemetry;

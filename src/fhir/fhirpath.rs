@@ -425,7 +425,8 @@ fn type_matches(actual: &str, wanted: &str) -> bool {
             ))
 }
 
-fn resource_type(json: &Json) -> Option<&str> {
+/// The `resourceType` of a resource.
+pub fn resource_type(json: &Json) -> Option<&str> {
     match json {
         Json::Object(o) => o.get("resourceType").and_then(Json::as_str),
         _ => None,

@@ -1,0 +1,9 @@
+//! Search: what is extracted from a resource for its search parameters, and how
+//! values are normalised so that queries compare like with like.
+//!
+//! `extract` turns a resource into typed index entries through the R4
+//! SearchParameter registry; the store writes them in the resource's transaction
+//! (to come), and queries read them.
+
+pub mod extract;
+pub mod normalize;
