@@ -451,8 +451,8 @@ fn children<'a>(v: &Value<'a>, name: &str, out: &mut Vec<Value<'a>>) {
     else {
         return;
     };
-    for &t in &el.types {
-        let Some(found) = obj.get(&el.json_name(t)) else {
+    for (&t, json_name) in el.types.iter().zip(&el.json_names) {
+        let Some(found) = obj.get(json_name) else {
             continue;
         };
         let items: &[Json] = match found {

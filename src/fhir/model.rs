@@ -37,6 +37,9 @@ pub struct ElementDef {
     pub types: Vec<TypeRef>,
     /// Codes of a required binding, when the value set is enumerable.
     pub required_codes: Option<Vec<&'static str>>,
+    /// The JSON property name for each of `types`, in the same order
+    /// (`valueQuantity`, …; just the name unless a choice).
+    pub json_names: Vec<String>,
 }
 
 impl ElementDef {
@@ -169,16 +172,18 @@ fn load(table: &'static str) -> Model {
         let path = format!("{owner}.{name}");
         let required_codes = bindings.get(path.as_str()).cloned();
         let def = types.entry(owner).or_default();
-        let el = ElementDef {
+        let mut el = ElementDef {
             name,
             min,
             repeats,
             types: types_of,
             required_codes,
+            json_names: Vec::new(),
         };
+        el.json_names = el.types.iter().map(|&t| el.json_name(t)).collect();
         let index = def.elements.len();
-        for &t in &el.types {
-            def.by_json_name.insert(el.json_name(t), (index, t));
+        for (&t, n) in el.types.iter().zip(&el.json_names) {
+            def.by_json_name.insert(n.clone(), (index, t));
         }
         def.elements.push(el);
     }

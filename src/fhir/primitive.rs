@@ -7,9 +7,12 @@ pub fn check_string(type_name: &str, s: &str) -> Result<(), &'static str> {
         return Err("empty strings are not allowed");
     }
     match type_name {
+        // R4 2.1.28.0.1: strings SHOULD NOT contain characters below U+0020 other
+        // than tab, CR and LF. C1 controls are accepted: HL7's own published code
+        // systems contain them.
         "string" | "markdown" => {
             if s.chars()
-                .any(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t'))
+                .any(|c| c < '\u{20}' && !matches!(c, '\r' | '\n' | '\t'))
             {
                 return Err("control characters are not allowed");
             }
@@ -300,5 +303,6 @@ mod tests {
         assert!(check_string("base64Binary", "aGVsbG8").is_err());
         assert!(check_string("string", "line\nnext").is_ok());
         assert!(check_string("string", "bell\u{7}").is_err());
+        assert!(check_string("string", "c1 \u{99} control").is_ok());
     }
 }

@@ -132,20 +132,27 @@ impl Walker {
                 }
                 self.companion(el, value, &child_path);
             } else {
-                let partner = obj.get(&format!("_{key}"));
+                let partner = obj
+                    .iter()
+                    .find(|(k, _)| k.strip_prefix('_') == Some(key))
+                    .map(|(_, v)| v);
                 self.element(el, t, value, partner, &child_path);
             }
         }
         for el in &def.elements {
-            let present: Vec<String> = el
-                .types
+            let present: Vec<&str> = el
+                .json_names
                 .iter()
-                .map(|&t| el.json_name(t))
-                .filter(|n| obj.get(n).is_some() || obj.get(&format!("_{n}")).is_some())
+                .map(String::as_str)
+                .filter(|n| {
+                    obj.0
+                        .iter()
+                        .any(|(k, _)| k == n || k.strip_prefix('_') == Some(n))
+                })
                 .collect();
             if el.is_choice() && present.len() > 1 {
                 self.structure(
-                    &join(path, &present[1]),
+                    &join(path, present[1]),
                     format!("only one type of {} may be given", el.name),
                 );
             }
