@@ -131,6 +131,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         capability: http::metadata_statement(&started),
         max_body_bytes: config.http.max_body_bytes,
         default_page_size: config.fhir.default_page_size,
+        default_search_count: config.fhir.default_search_count,
         max_page_size: config.fhir.max_page_size,
     })
 }

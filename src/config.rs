@@ -205,6 +205,8 @@ impl Default for LogConfig {
 pub struct FhirConfig {
     /// Page size of history bundles when `_count` is absent.
     pub default_page_size: u32,
+    /// Page size of search results when `_count` is absent.
+    pub default_search_count: u32,
     /// Largest `_count` honoured.
     pub max_page_size: u32,
 }
@@ -213,6 +215,7 @@ impl Default for FhirConfig {
     fn default() -> Self {
         FhirConfig {
             default_page_size: 50,
+            default_search_count: 20,
             max_page_size: 1000,
         }
     }

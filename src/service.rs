@@ -8,9 +8,14 @@ use hearth_store::{
     WriteIntent, WriteKind, WriteOutcome,
 };
 
+use hearth_store::search::SearchQuery;
+
 use crate::crypto::{BodyAad, CryptoError, KeyRing};
 use crate::error::{ApiError, ErrorKind, IssueType, OutcomeIssue};
 use crate::fhir::{self, Expect};
+use crate::json::Json;
+use crate::search::extract::extract;
+use crate::search::plan;
 use crate::store::AnyStore;
 use crate::time::{format_instant, now_micros};
 
@@ -103,12 +108,18 @@ impl Service {
         precondition: Precondition,
     ) -> Result<(ResourceVersion, bool), ApiError> {
         let last_updated = now_micros();
+        let resource = Json::Object(obj);
+        let index = plan::index_rows(res_type, &extract(&resource));
+        let Json::Object(obj) = resource else {
+            return Err(ApiError::internal("resource is not an object"));
+        };
         let intent = WriteIntent {
             res_type,
             id,
             precondition,
             kind: WriteKind::Put,
             last_updated,
+            index: &index,
         };
         // The body is finished inside the transaction, once the version is known;
         // the plaintext comes back through this slot for the response.
@@ -248,6 +259,7 @@ impl Service {
             precondition: Precondition::None,
             kind: WriteKind::Delete,
             last_updated: now_micros(),
+            index: &[],
         };
         let no_body: hearth_store::SealFn =
             Box::new(|_| Err(StoreError::Internal("a delete has no body to seal".into())));
@@ -256,6 +268,20 @@ impl Service {
             WriteOutcome::AlreadyDeleted { .. } => Ok(DeleteResult::AlreadyDeleted),
             WriteOutcome::NotFound => Err(not_found(res_type, id)),
         }
+    }
+
+    /// `GET [type]?…`: one page of current resources matching `query`, by id.
+    pub async fn search(
+        &self,
+        tenant: &str,
+        query: &SearchQuery,
+    ) -> Result<Vec<ResourceVersion>, ApiError> {
+        let found = self.store.search(tenant, query).await?;
+        let mut out = Vec::with_capacity(found.len());
+        for v in found {
+            out.push(self.open(tenant, v).await?);
+        }
+        Ok(out)
     }
 
     /// History, newest first, decrypted.

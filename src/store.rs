@@ -71,6 +71,14 @@ impl Store for AnyStore {
         delegate!(self, s => s.history(tenant, q))
     }
 
+    async fn search(
+        &self,
+        tenant: &str,
+        q: &hearth_store::search::SearchQuery,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        delegate!(self, s => s.search(tenant, q))
+    }
+
     async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {
         delegate!(self, s => s.data_keys(tenant))
     }

@@ -23,6 +23,21 @@ pub enum ParamType {
 }
 
 impl ParamType {
+    /// The FHIR code of the type.
+    pub fn code(self) -> &'static str {
+        match self {
+            ParamType::Number => "number",
+            ParamType::Date => "date",
+            ParamType::String => "string",
+            ParamType::Token => "token",
+            ParamType::Reference => "reference",
+            ParamType::Composite => "composite",
+            ParamType::Quantity => "quantity",
+            ParamType::Uri => "uri",
+            ParamType::Special => "special",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "number" => ParamType::Number,

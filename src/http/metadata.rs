@@ -6,8 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{AppState, negotiate, send};
 use crate::error::ApiError;
+use crate::fhir::search_params::{self, SearchParam};
 use crate::fhir::{FHIR_VERSION, model};
 use crate::json::{Json, Object};
+use crate::search::plan;
 
 pub async fn capabilities(
     req: HttpRequest,
@@ -58,6 +60,7 @@ pub fn capability_statement(date: &str) -> Vec<u8> {
                         "history-instance",
                         "history-type",
                         "create",
+                        "search-type",
                     ],
                 ),
             );
@@ -68,6 +71,26 @@ pub fn capability_statement(date: &str) -> Vec<u8> {
             r.push("conditionalRead", Json::string("full-support"));
             r.push("conditionalUpdate", Json::Bool(false));
             r.push("conditionalDelete", Json::string("not-supported"));
+            let mut params: Vec<&SearchParam> = search_params::r4()
+                .for_type(t)
+                .filter(|p| plan::is_searchable(p))
+                .collect();
+            params.sort_by_key(|p| p.code);
+            r.push(
+                "searchParam",
+                Json::Array(
+                    params
+                        .into_iter()
+                        .map(|p| {
+                            let mut o = Object::default();
+                            o.push("name", Json::string(p.code));
+                            o.push("definition", Json::string(p.url));
+                            o.push("type", Json::string(p.kind.code()));
+                            Json::Object(o)
+                        })
+                        .collect(),
+                ),
+            );
             Json::Object(r)
         })
         .collect();

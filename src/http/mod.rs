@@ -8,6 +8,7 @@ mod delete;
 mod history;
 mod metadata;
 mod read;
+mod search;
 mod update;
 
 pub use metadata::capability_statement as metadata_statement;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub capability: Vec<u8>,
     pub max_body_bytes: usize,
     pub default_page_size: u32,
+    pub default_search_count: u32,
     pub max_page_size: u32,
 }
 
@@ -60,6 +62,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource("/_history")
                 .route(web::get().to(history::system))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/_search")
+                .route(web::post().to(search::post))
                 .default_service(method_not_allowed()),
         )
         .service(
@@ -88,18 +95,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource("/{type}")
                 .route(web::post().to(create::create))
-                .route(web::get().to(search_not_supported))
+                .route(web::get().to(search::get))
                 .default_service(method_not_allowed()),
         );
     cfg.service(scope);
-}
-
-async fn search_not_supported(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    resource_type(&path)?;
-    Err(ApiError::new(
-        ErrorKind::NotSupported,
-        "search is not supported by this server yet",
-    ))
 }
 
 /// Answers every unmatched path with a FHIR 404.
@@ -273,6 +272,22 @@ pub async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads a form body (for `_search`) up to the configured limit.
+pub async fn read_form(mut payload: web::Payload, state: &AppState) -> Result<String, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::invalid("the request body could not be read"))?;
+        if body.len() + chunk.len() > state.max_body_bytes {
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                "the form body is too large",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| ApiError::invalid("the form body is not UTF-8"))
 }
 
 /// The absolute base URL of the FHIR API for links and `Location`.

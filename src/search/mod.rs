@@ -7,4 +7,5 @@
 
 pub mod extract;
 pub mod normalize;
+pub mod plan;
 pub mod query;

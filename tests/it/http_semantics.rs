@@ -162,7 +162,7 @@ async fn errors_are_operation_outcomes() {
             app.client.patch(app.url("Patient/x")).send().await.unwrap(),
             405,
         ),
-        (app.get("Patient").await, 501),
+        (app.get("Patient?name=smith").await, 501),
         (
             app.post(
                 "Patient",
@@ -241,12 +241,26 @@ async fn capability_statement_is_honest() {
         "history-instance",
         "history-type",
         "create",
+        "search-type",
     ] {
         assert!(interactions.contains(&i), "{i}");
     }
-    assert!(
-        !interactions.contains(&"search-type"),
-        "search is not implemented yet"
-    );
-    assert!(patient.get("searchParam").is_none());
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "_id",
+        "_lastUpdated",
+        "gender",
+        "general-practitioner",
+        "active",
+    ] {
+        assert!(params.contains(&p), "{p} missing from {params:?}");
+    }
+    for p in ["name", "family", "identifier", "birthdate", "telecom"] {
+        assert!(!params.contains(&p), "{p} is listed but not searchable yet");
+    }
 }

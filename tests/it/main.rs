@@ -9,6 +9,7 @@ mod crud;
 mod encryption;
 mod http_semantics;
 mod roundtrip;
+mod search;
 mod startup;
 mod sweep;
 mod tls;

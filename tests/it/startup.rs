@@ -174,7 +174,24 @@ async fn migrate_applies_once_on_both_backends() {
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert_eq!(run(&[]), "applied 0001_init\n");
+    let expected = |backend: &str| -> String {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schema")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".sql")
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names.iter().map(|n| format!("applied {n}\n")).collect()
+    };
+    assert_eq!(run(&[]), expected("sqlite"));
     assert_eq!(run(&[]), "no pending migrations\n");
     let url = postgres::fresh_database().await;
     let key = write_master_key(dir.path()).display().to_string();
@@ -182,7 +199,7 @@ async fn migrate_applies_once_on_both_backends() {
         ("HEARTH_DATABASE_URL", url),
         ("HEARTH_MASTER_KEY_FILE", key),
     ];
-    assert_eq!(run(&pg), "applied 0001_init\n");
+    assert_eq!(run(&pg), expected("postgres"));
     assert_eq!(run(&pg), "no pending migrations\n");
 }
 

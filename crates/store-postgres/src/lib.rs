@@ -10,9 +10,10 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations, history_version_columns,
-    resource_history, resources,
+    IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
+    history_version_columns, idx_date, idx_reference, idx_token, resource_history, resources,
 };
+use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteKind, WriteOutcome, WritePlan,
@@ -22,10 +23,16 @@ use hearth_store::{
 pub use tls::{ConnectOptions, SslMode, UrlError};
 
 /// Migrations of this backend, in order. Every file of `schema/postgres/` is listed.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_init",
-    sql: include_str!("../../../schema/postgres/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_init",
+        sql: include_str!("../../../schema/postgres/0001_init.sql"),
+    },
+    Migration {
+        name: "0002_search_index",
+        sql: include_str!("../../../schema/postgres/0002_search_index.sql"),
+    },
+];
 
 /// Serialises concurrent migrators (several nodes starting at once).
 const MIGRATION_LOCK: i64 = 0x4845_4152_5448; // "HEARTH"
@@ -128,7 +135,64 @@ async fn write_tx(
         .execute(c)
         .await
         .map_err(StoreError::from)?;
+    replace_index(c, tenant, intent).await?;
     Ok(WriteOutcome::Written { version, created })
+}
+
+/// Replaces the resource's index rows with those of the new version.
+async fn replace_index(
+    c: &mut AsyncPgConnection,
+    tenant: &str,
+    intent: &WriteIntent<'_>,
+) -> StoreResult<()> {
+    let (t, id) = (intent.res_type, intent.id);
+    diesel::delete(
+        idx_token::table
+            .filter(idx_token::tenant.eq(tenant))
+            .filter(idx_token::res_type.eq(t))
+            .filter(idx_token::res_id.eq(id)),
+    )
+    .execute(c)
+    .await?;
+    diesel::delete(
+        idx_reference::table
+            .filter(idx_reference::tenant.eq(tenant))
+            .filter(idx_reference::res_type.eq(t))
+            .filter(idx_reference::res_id.eq(id)),
+    )
+    .execute(c)
+    .await?;
+    diesel::delete(
+        idx_date::table
+            .filter(idx_date::tenant.eq(tenant))
+            .filter(idx_date::res_type.eq(t))
+            .filter(idx_date::res_id.eq(id)),
+    )
+    .execute(c)
+    .await?;
+    if intent.kind == WriteKind::Delete {
+        return Ok(());
+    }
+    let rows = IndexInserts::new(tenant, t, id, intent.index);
+    if !rows.tokens.is_empty() {
+        diesel::insert_into(idx_token::table)
+            .values(&rows.tokens)
+            .execute(c)
+            .await?;
+    }
+    if !rows.references.is_empty() {
+        diesel::insert_into(idx_reference::table)
+            .values(&rows.references)
+            .execute(c)
+            .await?;
+    }
+    if !rows.dates.is_empty() {
+        diesel::insert_into(idx_date::table)
+            .values(&rows.dates)
+            .execute(c)
+            .await?;
+    }
+    Ok(())
 }
 
 impl hearth_store::Store for PgStore {
@@ -226,6 +290,20 @@ impl hearth_store::Store for PgStore {
                 version: r.into(),
             })
             .collect())
+    }
+
+    async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<StoredVersion>> {
+        let (sql, binds) = search_sql(tenant, q, Placeholders::Numbered);
+        let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+        for b in binds {
+            query = match b {
+                Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
+                Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
+            };
+        }
+        let mut c = self.conn().await?;
+        let rows: Vec<VersionRow> = query.load(&mut c).await?;
+        Ok(rows.into_iter().map(StoredVersion::from).collect())
     }
 
     async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {

@@ -9,9 +9,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations, history_version_columns,
-    resource_history, resources,
+    IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
+    history_version_columns, idx_date, idx_reference, idx_token, resource_history, resources,
 };
+use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteOutcome, WritePlan,
@@ -19,10 +20,16 @@ use hearth_store::{
 };
 
 /// Migrations of this backend, in order. Every file of `schema/sqlite/` is listed.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_init",
-    sql: include_str!("../../../schema/sqlite/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_init",
+        sql: include_str!("../../../schema/sqlite/0001_init.sql"),
+    },
+    Migration {
+        name: "0002_search_index",
+        sql: include_str!("../../../schema/sqlite/0002_search_index.sql"),
+    },
+];
 
 const MAX_READERS: usize = 8;
 
@@ -161,7 +168,58 @@ fn write_tx(
         .set(&row)
         .execute(c)
         .map_err(StoreError::from)?;
+    replace_index(c, tenant, intent)?;
     Ok(WriteOutcome::Written { version, created })
+}
+
+/// Replaces the resource's index rows with those of the new version.
+fn replace_index(
+    c: &mut SqliteConnection,
+    tenant: &str,
+    intent: &WriteIntent<'_>,
+) -> StoreResult<()> {
+    let (t, id) = (intent.res_type, intent.id);
+    diesel::delete(
+        idx_token::table
+            .filter(idx_token::tenant.eq(tenant))
+            .filter(idx_token::res_type.eq(t))
+            .filter(idx_token::res_id.eq(id)),
+    )
+    .execute(c)?;
+    diesel::delete(
+        idx_reference::table
+            .filter(idx_reference::tenant.eq(tenant))
+            .filter(idx_reference::res_type.eq(t))
+            .filter(idx_reference::res_id.eq(id)),
+    )
+    .execute(c)?;
+    diesel::delete(
+        idx_date::table
+            .filter(idx_date::tenant.eq(tenant))
+            .filter(idx_date::res_type.eq(t))
+            .filter(idx_date::res_id.eq(id)),
+    )
+    .execute(c)?;
+    if intent.kind == hearth_store::WriteKind::Delete {
+        return Ok(());
+    }
+    let rows = IndexInserts::new(tenant, t, id, intent.index);
+    if !rows.tokens.is_empty() {
+        diesel::insert_into(idx_token::table)
+            .values(&rows.tokens)
+            .execute(c)?;
+    }
+    if !rows.references.is_empty() {
+        diesel::insert_into(idx_reference::table)
+            .values(&rows.references)
+            .execute(c)?;
+    }
+    if !rows.dates.is_empty() {
+        diesel::insert_into(idx_date::table)
+            .values(&rows.dates)
+            .execute(c)?;
+    }
+    Ok(())
 }
 
 impl hearth_store::Store for SqliteStore {
@@ -222,6 +280,7 @@ impl hearth_store::Store for SqliteStore {
         let (res_type, id) = (intent.res_type.to_owned(), intent.id.to_owned());
         let (precondition, kind, last_updated) =
             (intent.precondition, intent.kind, intent.last_updated);
+        let index = intent.index.to_vec();
         self.with_writer(move |c| {
             let intent = WriteIntent {
                 res_type: &res_type,
@@ -229,6 +288,7 @@ impl hearth_store::Store for SqliteStore {
                 precondition,
                 kind,
                 last_updated,
+                index: &index,
             };
             let mut outcome = None;
             let tx = c.immediate_transaction(|c| {
@@ -292,6 +352,22 @@ impl hearth_store::Store for SqliteStore {
                     version: r.into(),
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<StoredVersion>> {
+        let (sql, binds) = search_sql(tenant, q, Placeholders::Question);
+        self.with_reader(move |c| {
+            let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+            for b in binds {
+                query = match b {
+                    Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
+                    Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
+                };
+            }
+            let rows: Vec<VersionRow> = query.load(c)?;
+            Ok(rows.into_iter().map(StoredVersion::from).collect())
         })
         .await
     }

@@ -76,6 +76,9 @@ pub struct WriteIntent<'a> {
     pub precondition: Precondition,
     pub kind: WriteKind,
     pub last_updated: Micros,
+    /// The search index rows of the new version (replacing the old ones; a delete
+    /// removes them whatever this holds).
+    pub index: &'a [IndexRow],
 }
 
 /// What a write did.
@@ -96,6 +99,33 @@ pub enum HistoryScope<'a> {
     Type(&'a str),
     Instance(&'a str, &'a str),
 }
+
+/// A search index row of one resource. Only values that are not identifying are
+/// kept in clear (see docs/adr/0005).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexRow {
+    /// A coded value; `system` and `code` are empty strings when absent.
+    Token {
+        param: String,
+        system: String,
+        code: String,
+    },
+    /// A reference; type and id are empty when the reference is not `Type/id`.
+    Reference {
+        param: String,
+        target_type: String,
+        target_id: String,
+        url: String,
+    },
+    /// A time range in microseconds, `low` inclusive, `high` exclusive.
+    Date {
+        param: String,
+        low: Micros,
+        high: Micros,
+    },
+}
+
+pub mod search;
 
 /// A page request over history, newest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +231,13 @@ pub trait Store: Send + Sync {
         tenant: &str,
         query: &HistoryQuery<'_>,
     ) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
+
+    /// Current, live resources matching every condition, by id, after `after_id`.
+    fn search(
+        &self,
+        tenant: &str,
+        query: &search::SearchQuery,
+    ) -> impl Future<Output = StoreResult<Vec<StoredVersion>>> + Send;
 
     /// All data keys of a tenant, oldest first.
     fn data_keys(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<WrappedKey>>> + Send;
@@ -356,6 +393,7 @@ mod tests {
             precondition,
             kind,
             last_updated: 0,
+            index: &[],
         }
     }
 

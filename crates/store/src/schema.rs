@@ -55,7 +55,7 @@ use crate::{Micros, SealedBody, StoredVersion, WrappedKey};
 use diesel::prelude::*;
 
 /// A version row as selected from `resources` or `resource_history`.
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = resources)]
 pub struct VersionRow {
     pub res_type: String,
@@ -210,4 +210,126 @@ pub fn history_version_columns() -> (
         resource_history::nonce,
         resource_history::body,
     )
+}
+
+diesel::table! {
+    idx_token (tenant, res_type, res_id, param, system, code) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        system -> Text,
+        code -> Text,
+    }
+}
+
+diesel::table! {
+    idx_reference (tenant, res_type, res_id, param, target_type, target_id, url) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        url -> Text,
+    }
+}
+
+diesel::table! {
+    idx_date (tenant, res_type, res_id, param, low, high) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        low -> BigInt,
+        high -> BigInt,
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_token)]
+pub struct TokenRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub system: String,
+    pub code: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_reference)]
+pub struct ReferenceRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub url: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_date)]
+pub struct DateRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// Index rows of one resource, split by table, ready to insert.
+#[derive(Default)]
+pub struct IndexInserts {
+    pub tokens: Vec<TokenRow>,
+    pub references: Vec<ReferenceRow>,
+    pub dates: Vec<DateRow>,
+}
+
+impl IndexInserts {
+    pub fn new(tenant: &str, res_type: &str, res_id: &str, rows: &[crate::IndexRow]) -> Self {
+        let mut out = IndexInserts::default();
+        let (t, rt, id) = (tenant.to_owned(), res_type.to_owned(), res_id.to_owned());
+        for row in rows {
+            match row {
+                crate::IndexRow::Token {
+                    param,
+                    system,
+                    code,
+                } => out.tokens.push(TokenRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    param: param.clone(),
+                    system: system.clone(),
+                    code: code.clone(),
+                }),
+                crate::IndexRow::Reference {
+                    param,
+                    target_type,
+                    target_id,
+                    url,
+                } => out.references.push(ReferenceRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    param: param.clone(),
+                    target_type: target_type.clone(),
+                    target_id: target_id.clone(),
+                    url: url.clone(),
+                }),
+                crate::IndexRow::Date { param, low, high } => out.dates.push(DateRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    param: param.clone(),
+                    low: *low,
+                    high: *high,
+                }),
+            }
+        }
+        out
+    }
 }

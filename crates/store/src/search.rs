@@ -1,0 +1,307 @@
+//! Search over the index tables: the query a store runs, and the SQL for it,
+//! written once for both backends (they differ only in placeholders). Values are
+//! always bound, never pasted into the SQL text.
+
+use crate::Micros;
+
+/// How a date condition compares the indexed range `[low, high)` with the
+/// searched range `[from, to)` (R4 3.1.1.4.2, prefixes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DateOp {
+    /// The indexed range lies within the searched one (`eq`).
+    Within,
+    /// Not within (`ne`).
+    NotWithin,
+    /// Something after the searched range (`gt`).
+    EndsAfter,
+    /// Something before the searched range (`lt`).
+    StartsBefore,
+    /// Something at or after its start (`ge`).
+    EndsAfterStart,
+    /// Something before its end (`le`).
+    StartsBeforeEnd,
+    /// Starts after the searched range (`sa`).
+    StartsAfter,
+    /// Ends before the searched range (`eb`).
+    EndsBefore,
+    /// Overlaps it (`ap`, with the range already widened by the caller).
+    Overlaps,
+}
+
+/// One AND-ed condition: any of its alternatives (OR) must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `system`: `None` any system, `Some("")` no system. `code`: `None` any code.
+    Token {
+        param: String,
+        any_of: Vec<(Option<String>, Option<String>)>,
+        negate: bool,
+    },
+    /// By target: (type if known, id).
+    Reference {
+        param: String,
+        any_of: Vec<(Option<String>, String)>,
+    },
+    /// By the reference text as written (absolute URLs, canonicals).
+    ReferenceUrl { param: String, any_of: Vec<String> },
+    Date {
+        param: String,
+        any_of: Vec<(DateOp, Micros, Micros)>,
+    },
+    /// Whether the parameter has any index row (`:missing`); `table` names its kind.
+    Missing {
+        param: String,
+        table: IndexTable,
+        missing: bool,
+    },
+    /// `_id`.
+    Id(Vec<String>),
+    /// `_lastUpdated`, on the resource row itself.
+    LastUpdated(Vec<(DateOp, Micros, Micros)>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexTable {
+    Token,
+    Reference,
+    Date,
+}
+
+impl IndexTable {
+    fn name(self) -> &'static str {
+        match self {
+            IndexTable::Token => "idx_token",
+            IndexTable::Reference => "idx_reference",
+            IndexTable::Date => "idx_date",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub res_type: String,
+    pub conditions: Vec<Condition>,
+    /// Keyset paging: only ids after this one.
+    pub after_id: Option<String>,
+    pub limit: u32,
+}
+
+/// A bound value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1`, `$2`, … (PostgreSQL)
+    Numbered,
+    /// `?` (SQLite)
+    Question,
+}
+
+struct Sql {
+    text: String,
+    binds: Vec<Bind>,
+    style: Placeholders,
+}
+
+impl Sql {
+    fn bind(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        match self.style {
+            Placeholders::Numbered => format!("${}", self.binds.len()),
+            Placeholders::Question => "?".to_owned(),
+        }
+    }
+
+    fn text(&mut self, s: &str) -> String {
+        self.bind(Bind::Text(s.to_owned()))
+    }
+
+    fn int(&mut self, i: i64) -> String {
+        self.bind(Bind::Int(i))
+    }
+
+    fn date(&mut self, op: DateOp, lo_col: &str, hi_col: &str, from: Micros, to: Micros) -> String {
+        match op {
+            DateOp::Within => format!(
+                "({lo_col} >= {} AND {hi_col} <= {})",
+                self.int(from),
+                self.int(to)
+            ),
+            DateOp::NotWithin => format!(
+                "NOT ({lo_col} >= {} AND {hi_col} <= {})",
+                self.int(from),
+                self.int(to)
+            ),
+            DateOp::EndsAfter => format!("{hi_col} > {}", self.int(to)),
+            DateOp::StartsBefore => format!("{lo_col} < {}", self.int(from)),
+            DateOp::EndsAfterStart => format!("{hi_col} > {}", self.int(from)),
+            DateOp::StartsBeforeEnd => format!("{lo_col} < {}", self.int(to)),
+            DateOp::StartsAfter => format!("{lo_col} >= {}", self.int(to)),
+            DateOp::EndsBefore => format!("{hi_col} <= {}", self.int(from)),
+            DateOp::Overlaps => format!(
+                "({lo_col} < {} AND {hi_col} > {})",
+                self.int(to),
+                self.int(from)
+            ),
+        }
+    }
+}
+
+fn exists(table: IndexTable, param_bind: &str, filter: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM {t} x WHERE x.tenant = r.tenant AND x.res_type = r.res_type \
+         AND x.res_id = r.id AND x.param = {param_bind} AND ({filter}))",
+        t = table.name()
+    )
+}
+
+/// The SQL and binds of a search; columns are those of `VersionRow`.
+pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
+    let mut sql = Sql {
+        text: String::new(),
+        binds: Vec::new(),
+        style,
+    };
+    let (t, rt) = (sql.text(tenant), sql.text(&q.res_type));
+    let mut clauses = vec![
+        format!("r.tenant = {t}"),
+        format!("r.res_type = {rt}"),
+        "NOT r.deleted".to_owned(),
+    ];
+    for c in &q.conditions {
+        let clause = match c {
+            Condition::Token {
+                param,
+                any_of,
+                negate,
+            } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|(system, code)| {
+                        let mut parts = Vec::new();
+                        if let Some(code) = code {
+                            parts.push(format!("x.code = {}", sql.text(code)));
+                        }
+                        if let Some(system) = system {
+                            parts.push(format!("x.system = {}", sql.text(system)));
+                        }
+                        if parts.is_empty() {
+                            "1 = 1".to_owned()
+                        } else {
+                            parts.join(" AND ")
+                        }
+                    })
+                    .collect();
+                let e = exists(IndexTable::Token, &p, &alternatives.join(" OR "));
+                if *negate { format!("NOT {e}") } else { e }
+            }
+            Condition::Reference { param, any_of } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|(target_type, id)| match target_type {
+                        Some(tt) => format!(
+                            "(x.target_id = {} AND x.target_type = {})",
+                            sql.text(id),
+                            sql.text(tt)
+                        ),
+                        None => format!("x.target_id = {}", sql.text(id)),
+                    })
+                    .collect();
+                exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+            }
+            Condition::ReferenceUrl { param, any_of } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|u| format!("x.url = {}", sql.text(u)))
+                    .collect();
+                exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+            }
+            Condition::Date { param, any_of } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
+                    .collect();
+                exists(IndexTable::Date, &p, &alternatives.join(" OR "))
+            }
+            Condition::Missing {
+                param,
+                table,
+                missing,
+            } => {
+                let p = sql.text(param);
+                let e = exists(*table, &p, "1 = 1");
+                if *missing { format!("NOT {e}") } else { e }
+            }
+            Condition::Id(ids) => {
+                let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
+                format!("r.id IN ({})", alternatives.join(", "))
+            }
+            Condition::LastUpdated(any_of) => {
+                // A version's lastUpdated is an instant: a one-microsecond range.
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|(op, from, to)| {
+                        sql.date(*op, "r.last_updated", "(r.last_updated + 1)", *from, *to)
+                    })
+                    .collect();
+                format!("({})", alternatives.join(" OR "))
+            }
+        };
+        clauses.push(clause);
+    }
+    if let Some(after) = &q.after_id {
+        let a = sql.text(after);
+        clauses.push(format!("r.id > {a}"));
+    }
+    let limit = sql.int(i64::from(q.limit));
+    sql.text = format!(
+        "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body \
+         FROM resources r WHERE {} ORDER BY r.id LIMIT {limit}",
+        clauses.join(" AND ")
+    );
+    (sql.text, sql.binds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_bound_not_pasted() {
+        let q = SearchQuery {
+            res_type: "Observation".into(),
+            conditions: vec![
+                Condition::Token {
+                    param: "code".into(),
+                    any_of: vec![(Some("http://loinc.org".into()), Some("1' OR '1'='1".into()))],
+                    negate: false,
+                },
+                Condition::Reference {
+                    param: "subject".into(),
+                    any_of: vec![(Some("Patient".into()), "p1".into())],
+                },
+                Condition::Date {
+                    param: "date".into(),
+                    any_of: vec![(DateOp::EndsAfterStart, 10, 20)],
+                },
+            ],
+            after_id: Some("abc".into()),
+            limit: 21,
+        };
+        let (sql, binds) = search_sql("default", &q, Placeholders::Numbered);
+        assert!(!sql.contains("1'"), "{sql}");
+        assert!(sql.contains("x.code = $4 AND x.system = $5"), "{sql}");
+        assert_eq!(binds.len(), 12);
+        assert_eq!(binds.last(), Some(&Bind::Int(21)));
+        let (sql, _) = search_sql("default", &q, Placeholders::Question);
+        assert!(!sql.contains('$'));
+    }
+}

@@ -1,0 +1,201 @@
+//! `search-type` (R4 3.1.1): `GET [base]/[type]?…` and `POST [base]/[type]/_search`
+//! with a form body. Answers a `searchset` Bundle ordered by id, with keyset paging
+//! (`_page` holds the last id shown) so pages stay stable while writes happen.
+//! Unknown parameters are ignored and left out of the `self` link, unless the
+//! client sent `Prefer: handling=strict`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{AppState, base_url, negotiate, percent_decode, read_form, resource_type, send};
+use crate::error::ApiError;
+use crate::json::{Json, Object, write_string};
+use crate::search::{plan, query};
+use crate::service::{ResourceVersion, new_id};
+use crate::store::DEFAULT_TENANT;
+use crate::time::{format_instant, now_micros};
+
+fn pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn strict(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split([',', ';'])
+                .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
+        })
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b':'
+            | b'|'
+            | b','
+            | b'/' => out.push(char::from(b)),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+async fn run(
+    req: HttpRequest,
+    t: &str,
+    all: Vec<(String, String)>,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate(&req)?;
+    let page = all
+        .iter()
+        .find(|(k, _)| k == "_page")
+        .map(|(_, v)| v.clone());
+    let criteria: Vec<(String, String)> = all.into_iter().filter(|(k, _)| k != "_page").collect();
+    let parsed = query::parse(t, &criteria)?;
+    if strict(&req) && !parsed.ignored.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "unknown search parameters: {}",
+            parsed.ignored.join(", ")
+        )));
+    }
+    let count = parsed
+        .count
+        .unwrap_or(state.default_search_count)
+        .min(state.max_page_size);
+    let q = plan::store_query(&parsed, page.clone(), count + 1)?;
+    let mut found = state.service.search(DEFAULT_TENANT, &q).await?;
+    let next = if found.len() > count as usize {
+        found.truncate(count as usize);
+        found.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    let base = base_url(&req, state);
+    let kept: Vec<String> = criteria
+        .iter()
+        .filter(|(k, _)| {
+            !parsed.ignored.contains(k) && k != "_count" && k != "_format" && k != "_pretty"
+        })
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    let link = |page: Option<&str>| {
+        let mut url = format!("{base}/{t}?");
+        for p in &kept {
+            url.push_str(p);
+            url.push('&');
+        }
+        url.push_str(&format!("_count={count}"));
+        if let Some(p) = page {
+            url.push_str("&_page=");
+            url.push_str(&encode(p));
+        }
+        url
+    };
+    let mut links = vec![("self", link(page.as_deref()))];
+    if let Some(n) = &next {
+        links.push(("next", link(Some(n))));
+    }
+    Ok(send(
+        HttpResponse::build(StatusCode::OK),
+        format,
+        bundle(&base, &links, &found)?,
+    ))
+}
+
+fn bundle(
+    base: &str,
+    links: &[(&str, String)],
+    found: &[ResourceVersion],
+) -> Result<Vec<u8>, ApiError> {
+    let mut head = Object::default();
+    head.push("resourceType", Json::string("Bundle"));
+    head.push("id", Json::string(new_id()?));
+    let mut meta = Object::default();
+    meta.push("lastUpdated", Json::string(format_instant(now_micros())));
+    head.push("meta", Json::Object(meta));
+    head.push("type", Json::string("searchset"));
+    head.push(
+        "link",
+        Json::Array(
+            links
+                .iter()
+                .map(|(rel, url)| {
+                    let mut l = Object::default();
+                    l.push("relation", Json::string(*rel));
+                    l.push("url", Json::string(url.clone()));
+                    Json::Object(l)
+                })
+                .collect(),
+        ),
+    );
+    let mut out = Json::Object(head).to_bytes();
+    if found.is_empty() {
+        return Ok(out);
+    }
+    out.pop();
+    out.extend_from_slice(b",\"entry\":[");
+    for (n, r) in found.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"fullUrl\":");
+        write_string(&format!("{base}/{}/{}", r.res_type, r.id), &mut out);
+        out.extend_from_slice(b",\"resource\":");
+        out.extend_from_slice(&r.body);
+        out.extend_from_slice(b",\"search\":{\"mode\":\"match\"}}");
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let t = resource_type(&path)?;
+    let all = pairs(req.query_string());
+    run(req, t, all, &state).await
+}
+
+pub async fn post(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let t = resource_type(&path)?;
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(ApiError::new(
+            crate::error::ErrorKind::UnsupportedMediaType,
+            "_search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let body = read_form(payload, &state).await?;
+    let mut all = pairs(req.query_string());
+    all.extend(pairs(&body));
+    run(req, t, all, &state).await
+}

@@ -1,0 +1,214 @@
+//! R4 3.1.1 search, the parameter types indexed so far (tokens of codes,
+//! references, dates, `_id`, `_lastUpdated`): values, prefixes, OR and AND,
+//! `:not`, `:missing`, `:[type]`, paging, unknown parameters, `_search` by POST,
+//! and index maintenance on update and delete.
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::support::{TestApp, json};
+
+async fn ids(app: &TestApp, query: &str) -> Vec<String> {
+    let (status, bundle) = json(app.get(query).await).await;
+    assert_eq!(status, 200, "{query}: {bundle}");
+    assert_eq!(bundle["type"], "searchset");
+    let mut ids: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn obs(id: &str, code: &str, patient: &str, date: &str) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+           "subject": {"reference": format!("Patient/{patient}")},
+           "effectiveDateTime": date})
+}
+
+async fn seed(app: &TestApp) {
+    for (id, gender) in [("p1", "female"), ("p2", "male")] {
+        let p = json!({"resourceType": "Patient", "id": id, "gender": gender});
+        assert!(
+            app.put(&format!("Patient/{id}"), p.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    for o in [
+        obs("o1", "8867-4", "p1", "2015-03-04T10:00:00Z"),
+        obs("o2", "1234-5", "p2", "2014-12-31"),
+        obs("o3", "8867-4", "p2", "2016"),
+    ] {
+        let id = o["id"].as_str().unwrap().to_owned();
+        assert!(
+            app.put(&format!("Observation/{id}"), o.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+}
+
+async fn tokens_references_dates(app: TestApp) {
+    seed(&app).await;
+    assert_eq!(ids(&app, "Observation?code=8867-4").await, ["o1", "o3"]);
+    assert_eq!(
+        ids(&app, "Observation?code=http://loinc.org|1234-5").await,
+        ["o2"]
+    );
+    assert_eq!(
+        ids(&app, "Observation?code=http://other|1234-5").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&app, "Observation?code=http://loinc.org|").await,
+        ["o1", "o2", "o3"]
+    );
+    assert_eq!(
+        ids(&app, "Observation?code=1234-5,8867-4").await,
+        ["o1", "o2", "o3"]
+    );
+    assert_eq!(ids(&app, "Observation?code:not=8867-4").await, ["o2"]);
+    assert_eq!(
+        ids(&app, "Observation?patient=Patient/p2").await,
+        ["o2", "o3"]
+    );
+    assert_eq!(ids(&app, "Observation?subject=p1").await, ["o1"]);
+    assert_eq!(ids(&app, "Observation?subject:Patient=p1").await, ["o1"]);
+    assert_eq!(
+        ids(&app, "Observation?patient=p2&code=8867-4").await,
+        ["o3"]
+    );
+    assert_eq!(ids(&app, "Observation?date=ge2015").await, ["o1", "o3"]);
+    assert_eq!(ids(&app, "Observation?date=lt2015").await, ["o2"]);
+    assert_eq!(ids(&app, "Observation?date=2015-03").await, ["o1"]);
+    assert_eq!(
+        ids(&app, "Observation?date=ge2015&date=lt2016").await,
+        ["o1"]
+    );
+    assert_eq!(ids(&app, "Observation?date=sa2015-06").await, ["o3"]);
+    assert_eq!(ids(&app, "Observation?_id=o1,o2").await, ["o1", "o2"]);
+    assert_eq!(
+        ids(&app, "Observation?encounter:missing=true").await,
+        ["o1", "o2", "o3"]
+    );
+    assert_eq!(
+        ids(&app, "Observation?subject:missing=false").await,
+        ["o1", "o2", "o3"]
+    );
+    assert_eq!(ids(&app, "Patient?gender=female").await, ["p1"]);
+    assert_eq!(
+        ids(&app, "Observation?_lastUpdated=gt2000-01-01").await,
+        ["o1", "o2", "o3"]
+    );
+    assert_eq!(
+        ids(&app, "Observation?_lastUpdated=lt2000-01-01").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(ids(&app, "Observation").await, ["o1", "o2", "o3"]);
+}
+both_backends!(tokens_references_dates);
+
+async fn index_follows_updates_and_deletes(app: TestApp) {
+    seed(&app).await;
+    assert!(
+        app.put(
+            "Observation/o1",
+            obs("o1", "9999-9", "p1", "2015").to_string()
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    assert_eq!(ids(&app, "Observation?code=8867-4").await, ["o3"]);
+    assert_eq!(ids(&app, "Observation?code=9999-9").await, ["o1"]);
+    assert_eq!(app.delete("Observation/o3").await.status(), 204);
+    assert_eq!(
+        ids(&app, "Observation?code=8867-4").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(ids(&app, "Observation").await, ["o1", "o2"]);
+}
+both_backends!(index_follows_updates_and_deletes);
+
+async fn paging_links_and_parameters(app: TestApp) {
+    seed(&app).await;
+    let (_, first) = json(
+        app.get("Observation?code=8867-4,1234-5&unknown-thing=1&_count=2")
+            .await,
+    )
+    .await;
+    let links = first["link"].as_array().unwrap();
+    let url = |rel: &str| {
+        links
+            .iter()
+            .find(|l| l["relation"] == rel)
+            .map(|l| l["url"].as_str().unwrap().to_owned())
+    };
+    let this = url("self").unwrap();
+    assert!(!this.contains("unknown-thing"), "{this}");
+    assert!(
+        this.contains("code=8867-4,1234-5") && this.contains("_count=2"),
+        "{this}"
+    );
+    assert_eq!(first["entry"].as_array().unwrap().len(), 2);
+    assert_eq!(first["entry"][0]["search"]["mode"], "match");
+    // A write between pages does not shift the next page.
+    assert!(
+        app.put(
+            "Observation/o0",
+            obs("o0", "8867-4", "p1", "2020").to_string()
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    let (_, second) = json(app.client.get(url("next").unwrap()).send().await.unwrap()).await;
+    let ids: Vec<&str> = second["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["o3"]);
+    assert!(
+        second["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["relation"] != "next")
+    );
+    // Strict handling refuses unknown parameters.
+    let res = app
+        .client
+        .get(app.url("Observation?unknown-thing=1"))
+        .header("prefer", "handling=strict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // Parameters not indexed yet are refused, not answered wrongly.
+    assert_eq!(app.get("Patient?name=smith").await.status(), 501);
+    assert_eq!(app.get("Patient?identifier=urn:mrn|1").await.status(), 501);
+    assert_eq!(app.get("Observation?date=notadate").await.status(), 400);
+    // POST _search with a form body.
+    let res = app
+        .client
+        .post(app.url("Observation/_search"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("code=1234-5")
+        .send()
+        .await
+        .unwrap();
+    let (status, bundle) = json(res).await;
+    assert_eq!(status, 200);
+    assert_eq!(bundle["entry"][0]["resource"]["id"], "o2");
+}
+both_backends!(paging_links_and_parameters);
