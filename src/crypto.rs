@@ -172,7 +172,8 @@ impl MasterKey {
         Ok([nonce, ct].concat())
     }
 
-    fn unwrap(&self, tenant: &str, k: &WrappedKey) -> Result<LessSafeKey, CryptoError> {
+    /// The raw key material of a wrapped key.
+    fn unwrap(&self, tenant: &str, k: &WrappedKey) -> Result<Vec<u8>, CryptoError> {
         if k.master_key_id != self.id {
             return Err(CryptoError::WrongMasterKey {
                 key_id: k.key_id.clone(),
@@ -188,7 +189,7 @@ impl MasterKey {
             ct.to_vec(),
         )
         .ok_or_else(|| CryptoError::Integrity(format!("data key {}", k.key_id)))?;
-        aead_key(&raw)
+        Ok(raw)
     }
 }
 
@@ -213,10 +214,19 @@ impl BodyAad<'_> {
     }
 }
 
+/// Key purposes, as stored.
+pub const DATA: &str = "data";
+pub const SEARCH: &str = "search";
+
+/// Length of the keyed hashes kept in the search index.
+pub const SEARCH_HASH_LEN: usize = 16;
+
 #[derive(Default)]
 struct TenantKeys {
     active: Option<(String, Arc<LessSafeKey>)>,
     keys: HashMap<String, Arc<LessSafeKey>>,
+    /// The active search key (keys the hashes of identifying index values).
+    search: Option<hmac::Key>,
 }
 
 /// The master key and the unwrapped data keys of every tenant seen so far.
@@ -237,16 +247,25 @@ impl KeyRing {
         self.master.id()
     }
 
-    /// Loads a tenant's data keys, creating the first one if it has none.
+    /// Loads a tenant's keys, creating the first data and search keys if missing.
     pub async fn load_tenant(&self, store: &impl Store, tenant: &str) -> Result<(), CryptoError> {
         let mut wrapped = store.data_keys(tenant).await?;
-        if !wrapped.iter().any(|k| k.active) {
-            self.add_key(store, tenant).await?;
-            wrapped = store.data_keys(tenant).await?;
+        for purpose in [DATA, SEARCH] {
+            if !wrapped.iter().any(|k| k.active && k.purpose == purpose) {
+                self.add_key(store, tenant, purpose).await?;
+                wrapped = store.data_keys(tenant).await?;
+            }
         }
         let mut keys = TenantKeys::default();
         for k in &wrapped {
-            let key = Arc::new(self.master.unwrap(tenant, k)?);
+            let raw = self.master.unwrap(tenant, k)?;
+            if k.purpose == SEARCH {
+                if k.active {
+                    keys.search = Some(hmac::Key::new(hmac::HMAC_SHA256, &raw));
+                }
+                continue;
+            }
+            let key = Arc::new(aead_key(&raw)?);
             if k.active {
                 keys.active = Some((k.key_id.clone(), key.clone()));
             }
@@ -259,11 +278,18 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Creates a new active data key for the tenant (rotation). Older keys stay readable.
-    pub async fn add_key(&self, store: &impl Store, tenant: &str) -> Result<String, CryptoError> {
+    /// Creates a new active key of `purpose` for the tenant (rotation). Older data
+    /// keys stay readable.
+    pub async fn add_key(
+        &self,
+        store: &impl Store,
+        tenant: &str,
+        purpose: &str,
+    ) -> Result<String, CryptoError> {
         let raw: [u8; KEY_LEN] = random()?;
         let key_id = format!(
-            "dk-{}",
+            "{}-{}",
+            if purpose == SEARCH { "sk" } else { "dk" },
             random::<8>()?
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -275,15 +301,35 @@ impl KeyRing {
             wrapped: self.master.wrap(tenant, &key_id, &raw)?,
             created_at: crate::time::now_micros(),
             active: true,
+            purpose: purpose.to_owned(),
         };
         store.add_data_key(tenant, &wrapped).await?;
         if let Ok(mut t) = self.tenants.write() {
             let keys = t.entry(tenant.to_owned()).or_default();
-            let key = Arc::new(aead_key(&raw)?);
-            keys.keys.insert(key_id.clone(), key.clone());
-            keys.active = Some((key_id.clone(), key));
+            if purpose == SEARCH {
+                keys.search = Some(hmac::Key::new(hmac::HMAC_SHA256, &raw));
+            } else {
+                let key = Arc::new(aead_key(&raw)?);
+                keys.keys.insert(key_id.clone(), key.clone());
+                keys.active = Some((key_id.clone(), key));
+            }
         }
         Ok(key_id)
+    }
+
+    /// A keyed hash (HMAC-SHA-256 under the tenant's search key, truncated) of an
+    /// identifying index value. Equal inputs give equal hashes; without the key the
+    /// input cannot be recovered or tested.
+    pub fn search_hash(&self, tenant: &str, input: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let t = self
+            .tenants
+            .read()
+            .map_err(|_| CryptoError::UnknownKey("key ring poisoned".into()))?;
+        let key = t
+            .get(tenant)
+            .and_then(|k| k.search.as_ref())
+            .ok_or_else(|| CryptoError::UnknownKey(format!("no search key for tenant {tenant}")))?;
+        Ok(hmac::sign(key, input).as_ref()[..SEARCH_HASH_LEN].to_vec())
     }
 
     fn key(&self, tenant: &str, key_id: Option<&str>) -> Option<(String, Arc<LessSafeKey>)> {
@@ -359,6 +405,7 @@ mod tests {
             wrapped,
             created_at: 0,
             active: true,
+            purpose: DATA.into(),
         };
         assert!(m.unwrap("t1", &k).is_ok());
         assert!(matches!(m.unwrap("t2", &k), Err(CryptoError::Integrity(_))));

@@ -109,7 +109,9 @@ impl Service {
     ) -> Result<(ResourceVersion, bool), ApiError> {
         let last_updated = now_micros();
         let resource = Json::Object(obj);
-        let index = plan::index_rows(res_type, &extract(&resource));
+        let index = plan::index_rows(res_type, &extract(&resource), &|input| {
+            self.search_hash(tenant, input)
+        })?;
         let Json::Object(obj) = resource else {
             return Err(ApiError::internal("resource is not an object"));
         };
@@ -268,6 +270,13 @@ impl Service {
             WriteOutcome::AlreadyDeleted { .. } => Ok(DeleteResult::AlreadyDeleted),
             WriteOutcome::NotFound => Err(not_found(res_type, id)),
         }
+    }
+
+    /// The keyed hash of an identifying index value (see `search::plan`).
+    pub fn search_hash(&self, tenant: &str, input: &[u8]) -> Result<Vec<u8>, ApiError> {
+        self.keys
+            .search_hash(tenant, input)
+            .map_err(ApiError::internal)
     }
 
     /// `GET [type]?…`: one page of current resources matching `query`, by id.

@@ -80,7 +80,9 @@ async fn run(
         .count
         .unwrap_or(state.default_search_count)
         .min(state.max_page_size);
-    let q = plan::store_query(&parsed, page.clone(), count + 1)?;
+    let q = plan::store_query(&parsed, page.clone(), count + 1, &|input| {
+        state.service.search_hash(DEFAULT_TENANT, input)
+    })?;
     let mut found = state.service.search(DEFAULT_TENANT, &q).await?;
     let next = if found.len() > count as usize {
         found.truncate(count as usize);

@@ -1,14 +1,15 @@
 //! From extracted values to stored index rows, and from a parsed search request to
-//! a store query. Only the value classes kept in clear (docs/adr/0005) are stored
-//! and searchable so far: tokens of codes, references and dates. Parameters whose
-//! values identify a person (strings, identifiers, telecom, birth dates) are
-//! refused with 501 until their keyed-hash index exists, rather than answered
-//! wrongly.
+//! a store query. In clear the index keeps only codes, references and dates;
+//! identifying strings (names, addresses) are kept as keyed hashes of their
+//! prefixes and exact text (docs/adr/0005). Other identifying values (identifiers,
+//! telecom, birth dates) are not indexed yet, and searches on them answer 501
+//! rather than a wrong result.
 
 use hearth_store::IndexRow;
 use hearth_store::search::{Condition, DateOp, IndexTable, SearchQuery};
 
 use super::extract::{IndexEntry, IndexValue, date_range};
+use super::normalize;
 use super::query::{Filter, Modifier, Prefix, SearchRequest, SearchValue, Summary, Total};
 use crate::error::{ApiError, ErrorKind};
 use crate::fhir::search_params::{ParamType, SearchParam, r4};
@@ -31,27 +32,86 @@ pub fn is_identifying(p: &SearchParam) -> bool {
 
 /// Whether searches on this parameter can be answered (its values are indexed).
 pub fn is_searchable(p: &SearchParam) -> bool {
-    p.code == "_id"
-        || p.code == "_lastUpdated"
-        || (matches!(p.expression, Some(Ok(_)))
-            && matches!(
-                p.kind,
-                ParamType::Token | ParamType::Reference | ParamType::Date
-            )
-            && !is_identifying(p))
+    let indexed = match p.kind {
+        ParamType::String => true,
+        ParamType::Token | ParamType::Reference | ParamType::Date => !is_identifying(p),
+        _ => false,
+    };
+    p.code == "_id" || p.code == "_lastUpdated" || (matches!(p.expression, Some(Ok(_))) && indexed)
 }
 
-/// The index rows kept for a resource of type `res_type`.
-pub fn index_rows(res_type: &str, entries: &[IndexEntry]) -> Vec<IndexRow> {
+/// Longest normalised string prefix that is hashed into the index.
+pub const MAX_STRING_PREFIX: usize = 64;
+
+/// What is hashed for the default (starts-with) string match.
+pub fn prefix_hash_input(param: &str, normalized_prefix: &str) -> Vec<u8> {
+    format!("p\0{param}\0{normalized_prefix}").into_bytes()
+}
+
+/// What is hashed for `:exact`.
+pub fn exact_hash_input(param: &str, exact: &str) -> Vec<u8> {
+    format!("e\0{param}\0{exact}").into_bytes()
+}
+
+/// The hash inputs of one string value: every prefix (up to the limit) of the
+/// normalised value and of each of its words, and the exact text.
+fn string_hash_inputs(param: &str, normalized: &str, exact: &str) -> Vec<Vec<u8>> {
+    let mut out = vec![exact_hash_input(param, exact)];
+    let mut starts = vec![0];
+    starts.extend(
+        normalized
+            .char_indices()
+            .filter(|(_, c)| *c == ' ' || *c == '-')
+            .map(|(i, c)| i + c.len_utf8()),
+    );
+    for start in starts {
+        let rest = &normalized[start..];
+        for (n, (i, c)) in rest.char_indices().enumerate() {
+            if n >= MAX_STRING_PREFIX {
+                break;
+            }
+            let input = prefix_hash_input(param, &rest[..i + c.len_utf8()]);
+            if !out.contains(&input) {
+                out.push(input);
+            }
+        }
+    }
+    out
+}
+
+/// A keyed hash function (see `KeyRing::search_hash`).
+pub type Hasher<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, ApiError> + 'a;
+
+/// The index rows kept for a resource of type `res_type`; `hash` keys the hashes
+/// of identifying strings.
+pub fn index_rows(
+    res_type: &str,
+    entries: &[IndexEntry],
+    hash: &Hasher<'_>,
+) -> Result<Vec<IndexRow>, ApiError> {
     let registry = r4();
     let mut rows = Vec::new();
     for e in entries {
         if e.param == "_id" || e.param == "_lastUpdated" {
             continue; // answered from the resource row
         }
-        match registry.get(res_type, e.param) {
-            Some(p) if !is_identifying(p) => {}
-            _ => continue,
+        let Some(def) = registry.get(res_type, e.param) else {
+            continue;
+        };
+        if let IndexValue::String { normalized, exact } = &e.value {
+            for input in string_hash_inputs(e.param, normalized, exact) {
+                let row = IndexRow::StringHash {
+                    param: e.param.to_owned(),
+                    hash: hash(&input)?,
+                };
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
+            continue;
+        }
+        if is_identifying(def) {
+            continue;
         }
         let row = match &e.value {
             IndexValue::Token {
@@ -85,7 +145,7 @@ pub fn index_rows(res_type: &str, entries: &[IndexEntry]) -> Vec<IndexRow> {
             rows.push(row);
         }
     }
-    rows
+    Ok(rows)
 }
 
 fn not_yet(what: String) -> ApiError {
@@ -127,6 +187,7 @@ pub fn store_query(
     req: &SearchRequest,
     after_id: Option<String>,
     limit: u32,
+    hash: &Hasher<'_>,
 ) -> Result<SearchQuery, ApiError> {
     if !req.include.is_empty() || !req.revinclude.is_empty() {
         return Err(not_yet("_include and _revinclude".into()));
@@ -177,6 +238,7 @@ pub fn store_query(
             return Err(not_yet(format!("search parameter {param}")));
         }
         let table = match c.kind {
+            ParamType::String => IndexTable::StringHash,
             ParamType::Token => IndexTable::Token,
             ParamType::Reference => IndexTable::Reference,
             _ => IndexTable::Date,
@@ -234,6 +296,25 @@ pub fn store_query(
                 param,
                 any_of: dates(&c.values),
             },
+            (None | Some(Modifier::Exact), ParamType::String) => {
+                let mut any_of = Vec::new();
+                for v in &c.values {
+                    let SearchValue::Text(text) = v else { continue };
+                    let input = if c.modifier == Some(Modifier::Exact) {
+                        exact_hash_input(&param, text)
+                    } else {
+                        let normalized = normalize::string(text);
+                        if normalized.chars().count() > MAX_STRING_PREFIX {
+                            return Err(not_yet(format!(
+                                "{param} values longer than {MAX_STRING_PREFIX} characters"
+                            )));
+                        }
+                        prefix_hash_input(&param, &normalized)
+                    };
+                    any_of.push(hash(&input)?);
+                }
+                Condition::StringHash { param, any_of }
+            }
             (Some(m), _) => return Err(not_yet(format!("modifier {m:?} on {param}"))),
             _ => return Err(not_yet(format!("search parameter {param}"))),
         };
@@ -256,7 +337,8 @@ mod tests {
     #[test]
     fn identifying_values_are_not_stored() {
         let p = parse(br#"{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"123456"}],"name":[{"family":"Zyxwvutsrq"}],"telecom":[{"system":"phone","value":"555-0100"}],"birthDate":"1970-01-01","gender":"female","generalPractitioner":[{"reference":"Practitioner/7"}]}"#).unwrap();
-        let rows = index_rows("Patient", &extract(&p));
+        let fake_hash = |b: &[u8]| Ok(b.iter().map(|x| x.wrapping_add(1)).collect::<Vec<u8>>());
+        let rows = index_rows("Patient", &extract(&p), &fake_hash).unwrap();
         let text = format!("{rows:?}");
         for secret in ["123456", "Zyxwvutsrq", "555-0100", "1970"] {
             assert!(
@@ -272,7 +354,8 @@ mod tests {
         assert!(rows.iter().any(|r| matches!(r, IndexRow::Reference { param, target_id, .. } if param == "general-practitioner" && target_id == "7")));
         let o = parse(br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"effectiveDateTime":"2020"}"#).unwrap();
         assert!(
-            index_rows("Observation", &extract(&o))
+            index_rows("Observation", &extract(&o), &fake_hash)
+                .unwrap()
                 .iter()
                 .any(|r| matches!(r, IndexRow::Date { param, .. } if param == "date"))
         );

@@ -195,7 +195,7 @@ async fn paging_links_and_parameters(app: TestApp) {
         .unwrap();
     assert_eq!(res.status(), 400);
     // Parameters not indexed yet are refused, not answered wrongly.
-    assert_eq!(app.get("Patient?name=smith").await.status(), 501);
+    assert_eq!(app.get("Patient?name:contains=smi").await.status(), 501);
     assert_eq!(app.get("Patient?identifier=urn:mrn|1").await.status(), 501);
     assert_eq!(app.get("Observation?date=notadate").await.status(), 400);
     // POST _search with a form body.
@@ -212,3 +212,45 @@ async fn paging_links_and_parameters(app: TestApp) {
     assert_eq!(bundle["entry"][0]["resource"]["id"], "o2");
 }
 both_backends!(paging_links_and_parameters);
+
+async fn strings_through_keyed_hashes(app: TestApp) {
+    for (id, family, given) in [
+        ("a", "Zyxwvutsrq-Ñáéíóú", "Ann"),
+        ("b", "Smith", "Peter James"),
+        ("c", "Smithers", "Ann"),
+    ] {
+        let p = json!({"resourceType": "Patient", "id": id, "name": [{"family": family, "given": [given]}]});
+        assert!(
+            app.put(&format!("Patient/{id}"), p.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    assert_eq!(ids(&app, "Patient?family=smith").await, ["b", "c"]);
+    assert_eq!(ids(&app, "Patient?family=SMITHERS").await, ["c"]);
+    assert_eq!(
+        ids(&app, "Patient?family=zyxwvutsrq-naeiou").await,
+        ["a"],
+        "accents and case fold"
+    );
+    assert_eq!(ids(&app, "Patient?family=Zyxw").await, ["a"]);
+    assert_eq!(ids(&app, "Patient?family:exact=Smith").await, ["b"]);
+    assert_eq!(
+        ids(&app, "Patient?family:exact=smith").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&app, "Patient?name=james").await,
+        ["b"],
+        "each word of a value matches by prefix"
+    );
+    assert_eq!(ids(&app, "Patient?given=ann&family=smi").await, ["c"]);
+    assert_eq!(ids(&app, "Patient?name=peter,zyx").await, ["a", "b"]);
+    assert_eq!(
+        ids(&app, "Patient?name=mith").await,
+        Vec::<String>::new(),
+        "not a substring match"
+    );
+}
+both_backends!(strings_through_keyed_hashes);

@@ -11,7 +11,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::FutureExt;
 use hearth_store::schema::{
     IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
-    history_version_columns, idx_date, idx_reference, idx_token, resource_history, resources,
+    history_version_columns, idx_date, idx_reference, idx_string_hash, idx_token, resource_history,
+    resources,
 };
 use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
 use hearth_store::{
@@ -31,6 +32,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0002_search_index",
         sql: include_str!("../../../schema/postgres/0002_search_index.sql"),
+    },
+    Migration {
+        name: "0003_keyed_string_index",
+        sql: include_str!("../../../schema/postgres/0003_keyed_string_index.sql"),
     },
 ];
 
@@ -163,6 +168,14 @@ async fn replace_index(
     .execute(c)
     .await?;
     diesel::delete(
+        idx_string_hash::table
+            .filter(idx_string_hash::tenant.eq(tenant))
+            .filter(idx_string_hash::res_type.eq(t))
+            .filter(idx_string_hash::res_id.eq(id)),
+    )
+    .execute(c)
+    .await?;
+    diesel::delete(
         idx_date::table
             .filter(idx_date::tenant.eq(tenant))
             .filter(idx_date::res_type.eq(t))
@@ -174,6 +187,12 @@ async fn replace_index(
         return Ok(());
     }
     let rows = IndexInserts::new(tenant, t, id, intent.index);
+    if !rows.string_hashes.is_empty() {
+        diesel::insert_into(idx_string_hash::table)
+            .values(&rows.string_hashes)
+            .execute(c)
+            .await?;
+    }
     if !rows.tokens.is_empty() {
         diesel::insert_into(idx_token::table)
             .values(&rows.tokens)
@@ -299,6 +318,7 @@ impl hearth_store::Store for PgStore {
             query = match b {
                 Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
                 Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
+                Bind::Bytes(b) => query.bind::<diesel::sql_types::Binary, _>(b),
             };
         }
         let mut c = self.conn().await?;
@@ -324,10 +344,14 @@ impl hearth_store::Store for PgStore {
         let c: &mut AsyncPgConnection = &mut c;
         c.transaction::<_, DieselError, _>(async |c| {
             if row.active {
-                diesel::update(data_keys::table.filter(data_keys::tenant.eq(&row.tenant)))
-                    .set(data_keys::active.eq(false))
-                    .execute(c)
-                    .await?;
+                diesel::update(
+                    data_keys::table
+                        .filter(data_keys::tenant.eq(&row.tenant))
+                        .filter(data_keys::purpose.eq(&row.purpose)),
+                )
+                .set(data_keys::active.eq(false))
+                .execute(c)
+                .await?;
             }
             diesel::insert_into(data_keys::table)
                 .values(&row)

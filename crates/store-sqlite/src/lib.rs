@@ -10,7 +10,8 @@ use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
     IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
-    history_version_columns, idx_date, idx_reference, idx_token, resource_history, resources,
+    history_version_columns, idx_date, idx_reference, idx_string_hash, idx_token, resource_history,
+    resources,
 };
 use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
 use hearth_store::{
@@ -28,6 +29,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0002_search_index",
         sql: include_str!("../../../schema/sqlite/0002_search_index.sql"),
+    },
+    Migration {
+        name: "0003_keyed_string_index",
+        sql: include_str!("../../../schema/sqlite/0003_keyed_string_index.sql"),
     },
 ];
 
@@ -194,6 +199,13 @@ fn replace_index(
     )
     .execute(c)?;
     diesel::delete(
+        idx_string_hash::table
+            .filter(idx_string_hash::tenant.eq(tenant))
+            .filter(idx_string_hash::res_type.eq(t))
+            .filter(idx_string_hash::res_id.eq(id)),
+    )
+    .execute(c)?;
+    diesel::delete(
         idx_date::table
             .filter(idx_date::tenant.eq(tenant))
             .filter(idx_date::res_type.eq(t))
@@ -204,6 +216,11 @@ fn replace_index(
         return Ok(());
     }
     let rows = IndexInserts::new(tenant, t, id, intent.index);
+    if !rows.string_hashes.is_empty() {
+        diesel::insert_into(idx_string_hash::table)
+            .values(&rows.string_hashes)
+            .execute(c)?;
+    }
     if !rows.tokens.is_empty() {
         diesel::insert_into(idx_token::table)
             .values(&rows.tokens)
@@ -364,6 +381,7 @@ impl hearth_store::Store for SqliteStore {
                 query = match b {
                     Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
                     Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
+                    Bind::Bytes(b) => query.bind::<diesel::sql_types::Binary, _>(b),
                 };
             }
             let rows: Vec<VersionRow> = query.load(c)?;
@@ -391,9 +409,13 @@ impl hearth_store::Store for SqliteStore {
         self.with_writer(move |c| {
             c.immediate_transaction(|c| {
                 if row.active {
-                    diesel::update(data_keys::table.filter(data_keys::tenant.eq(&row.tenant)))
-                        .set(data_keys::active.eq(false))
-                        .execute(c)?;
+                    diesel::update(
+                        data_keys::table
+                            .filter(data_keys::tenant.eq(&row.tenant))
+                            .filter(data_keys::purpose.eq(&row.purpose)),
+                    )
+                    .set(data_keys::active.eq(false))
+                    .execute(c)?;
                 }
                 diesel::insert_into(data_keys::table)
                     .values(&row)

@@ -123,6 +123,8 @@ pub enum IndexRow {
         low: Micros,
         high: Micros,
     },
+    /// A keyed hash of an identifying string value (or of one of its prefixes).
+    StringHash { param: String, hash: Vec<u8> },
 }
 
 pub mod search;
@@ -147,6 +149,8 @@ pub struct WrappedKey {
     pub wrapped: Vec<u8>,
     pub created_at: Micros,
     pub active: bool,
+    /// `data` (encrypts bodies) or `search` (keys index hashes).
+    pub purpose: String,
 }
 
 impl std::fmt::Debug for WrappedKey {
@@ -242,7 +246,8 @@ pub trait Store: Send + Sync {
     /// All data keys of a tenant, oldest first.
     fn data_keys(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<WrappedKey>>> + Send;
 
-    /// Add a data key; when it is active, every other key of the tenant stops being active.
+    /// Add a key; when it is active, every other key of the tenant with the same
+    /// purpose stops being active.
     fn add_data_key(
         &self,
         tenant: &str,

@@ -9,6 +9,7 @@ diesel::table! {
         wrapped -> Binary,
         created_at -> BigInt,
         active -> Bool,
+        purpose -> Text,
     }
 }
 
@@ -162,6 +163,7 @@ pub struct KeyRow {
     pub wrapped: Vec<u8>,
     pub created_at: i64,
     pub active: bool,
+    pub purpose: String,
 }
 
 impl From<KeyRow> for WrappedKey {
@@ -172,6 +174,7 @@ impl From<KeyRow> for WrappedKey {
             wrapped: r.wrapped,
             created_at: r.created_at,
             active: r.active,
+            purpose: r.purpose,
         }
     }
 }
@@ -185,6 +188,7 @@ impl KeyRow {
             wrapped: k.wrapped.clone(),
             created_at: k.created_at,
             active: k.active,
+            purpose: k.purpose.clone(),
         }
     }
 }
@@ -246,6 +250,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idx_string_hash (tenant, res_type, res_id, param, hash) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        hash -> Binary,
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_string_hash)]
+pub struct StringHashRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub hash: Vec<u8>,
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = idx_token)]
 pub struct TokenRow {
@@ -283,6 +307,7 @@ pub struct DateRow {
 /// Index rows of one resource, split by table, ready to insert.
 #[derive(Default)]
 pub struct IndexInserts {
+    pub string_hashes: Vec<StringHashRow>,
     pub tokens: Vec<TokenRow>,
     pub references: Vec<ReferenceRow>,
     pub dates: Vec<DateRow>,
@@ -320,6 +345,15 @@ impl IndexInserts {
                     target_id: target_id.clone(),
                     url: url.clone(),
                 }),
+                crate::IndexRow::StringHash { param, hash } => {
+                    out.string_hashes.push(StringHashRow {
+                        tenant: t.clone(),
+                        res_type: rt.clone(),
+                        res_id: id.clone(),
+                        param: param.clone(),
+                        hash: hash.clone(),
+                    })
+                }
                 crate::IndexRow::Date { param, low, high } => out.dates.push(DateRow {
                     tenant: t.clone(),
                     res_type: rt.clone(),

@@ -44,6 +44,8 @@ pub enum Condition {
     },
     /// By the reference text as written (absolute URLs, canonicals).
     ReferenceUrl { param: String, any_of: Vec<String> },
+    /// Keyed hashes of identifying strings: any of them.
+    StringHash { param: String, any_of: Vec<Vec<u8>> },
     Date {
         param: String,
         any_of: Vec<(DateOp, Micros, Micros)>,
@@ -62,6 +64,7 @@ pub enum Condition {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexTable {
+    StringHash,
     Token,
     Reference,
     Date,
@@ -70,6 +73,7 @@ pub enum IndexTable {
 impl IndexTable {
     fn name(self) -> &'static str {
         match self {
+            IndexTable::StringHash => "idx_string_hash",
             IndexTable::Token => "idx_token",
             IndexTable::Reference => "idx_reference",
             IndexTable::Date => "idx_date",
@@ -91,6 +95,7 @@ pub struct SearchQuery {
 pub enum Bind {
     Text(String),
     Int(i64),
+    Bytes(Vec<u8>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +219,14 @@ pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String
                     })
                     .collect();
                 exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+            }
+            Condition::StringHash { param, any_of } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
+                    .collect();
+                exists(IndexTable::StringHash, &p, &alternatives.join(" OR "))
             }
             Condition::ReferenceUrl { param, any_of } => {
                 let p = sql.text(param);
