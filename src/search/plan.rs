@@ -33,8 +33,8 @@ pub fn is_identifying(p: &SearchParam) -> bool {
 /// Whether searches on this parameter can be answered (its values are indexed).
 pub fn is_searchable(p: &SearchParam) -> bool {
     let indexed = match p.kind {
-        ParamType::String => true,
-        ParamType::Token | ParamType::Reference | ParamType::Date => !is_identifying(p),
+        ParamType::String | ParamType::Token => true,
+        ParamType::Reference | ParamType::Date => !is_identifying(p),
         _ => false,
     };
     p.code == "_id" || p.code == "_lastUpdated" || (matches!(p.expression, Some(Ok(_))) && indexed)
@@ -79,6 +79,26 @@ fn string_hash_inputs(param: &str, normalized: &str, exact: &str) -> Vec<Vec<u8>
     out
 }
 
+/// What is hashed for an identifying token (`Identifier`, `ContactPoint`):
+/// `system|code`, with `*` standing for "any" on either side.
+pub fn token_hash_input(param: &str, system: &str, code: &str) -> Vec<u8> {
+    format!("t\0{param}\0{system}|{code}").into_bytes()
+}
+
+/// The hash inputs of an identifying token: exact, any system, and any code in
+/// the system.
+fn token_hash_inputs(param: &str, system: Option<&str>, code: &str) -> Vec<Vec<u8>> {
+    let system = system.unwrap_or("");
+    let mut out = vec![
+        token_hash_input(param, system, code),
+        token_hash_input(param, "*", code),
+    ];
+    if !system.is_empty() {
+        out.push(token_hash_input(param, system, "*"));
+    }
+    out
+}
+
 /// A keyed hash function (see `KeyRing::search_hash`).
 pub type Hasher<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, ApiError> + 'a;
 
@@ -111,6 +131,25 @@ pub fn index_rows(
             continue;
         }
         if is_identifying(def) {
+            if let (
+                ParamType::Token,
+                IndexValue::Token {
+                    system,
+                    code: Some(code),
+                    ..
+                },
+            ) = (def.kind, &e.value)
+            {
+                for input in token_hash_inputs(e.param, system.as_deref(), code) {
+                    let row = IndexRow::StringHash {
+                        param: e.param.to_owned(),
+                        hash: hash(&input)?,
+                    };
+                    if !rows.contains(&row) {
+                        rows.push(row);
+                    }
+                }
+            }
             continue;
         }
         let row = match &e.value {
@@ -237,8 +276,9 @@ pub fn store_query(
         if !is_searchable(def) {
             return Err(not_yet(format!("search parameter {param}")));
         }
+        let hashed = c.kind == ParamType::String || is_identifying(def);
         let table = match c.kind {
-            ParamType::String => IndexTable::StringHash,
+            _ if hashed => IndexTable::StringHash,
             ParamType::Token => IndexTable::Token,
             ParamType::Reference => IndexTable::Reference,
             _ => IndexTable::Date,
@@ -249,7 +289,25 @@ pub fn store_query(
                 table,
                 missing: matches!(c.values.first(), Some(SearchValue::Missing(true))),
             },
-            (None | Some(Modifier::Not), ParamType::Token) => Condition::Token {
+            (None, ParamType::Token) if hashed => {
+                let mut any_of = Vec::new();
+                for v in &c.values {
+                    let SearchValue::Token { system, code } = v else {
+                        continue;
+                    };
+                    let input = match (system.as_deref(), code.as_deref()) {
+                        (None, Some(code)) => token_hash_input(&param, "*", code),
+                        (Some(system), Some(code)) => token_hash_input(&param, system, code),
+                        (Some(system), None) if !system.is_empty() => {
+                            token_hash_input(&param, system, "*")
+                        }
+                        _ => return Err(ApiError::invalid(format!("{param} needs a value"))),
+                    };
+                    any_of.push(hash(&input)?);
+                }
+                Condition::StringHash { param, any_of }
+            }
+            (None | Some(Modifier::Not), ParamType::Token) if !hashed => Condition::Token {
                 param,
                 any_of: c
                     .values

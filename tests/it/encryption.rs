@@ -38,7 +38,8 @@ fn master_key_file(app: &TestApp) -> std::path::PathBuf {
 
 async fn dump_holds_no_plaintext(app: TestApp) {
     let created = app
-        .create(&json!({"resourceType": "Patient", "name": [{"family": "Zyxwvutsrq", "given": ["Qwertyuiop"]}]}))
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Zyxwvutsrq", "given": ["Qwertyuiop"]}],
+            "identifier": [{"system": "urn:mrn", "value": "MRN-8675309"}], "telecom": [{"system": "phone", "value": "555-867-5309"}]}))
         .await;
     let id = created["id"].as_str().unwrap();
     let mut updated = created.clone();
@@ -56,7 +57,14 @@ async fn dump_holds_no_plaintext(app: TestApp) {
         "the dump does not cover the resource rows"
     );
     // ...but no body content, in the current row or in history.
-    for secret in [&b"Zyxwvutsrq"[..], b"Qwertyuiop", b"1931-07-08"] {
+    for secret in [
+        &b"Zyxwvutsrq"[..],
+        b"Qwertyuiop",
+        b"1931-07-08",
+        b"8675309",
+        b"zyxwvutsrq",
+        b"qwertyuiop",
+    ] {
         assert!(
             !contains(&dump, secret),
             "plaintext {} found in the database",

@@ -196,7 +196,11 @@ async fn paging_links_and_parameters(app: TestApp) {
     assert_eq!(res.status(), 400);
     // Parameters not indexed yet are refused, not answered wrongly.
     assert_eq!(app.get("Patient?name:contains=smi").await.status(), 501);
-    assert_eq!(app.get("Patient?identifier=urn:mrn|1").await.status(), 501);
+    assert_eq!(app.get("Patient?birthdate=1970").await.status(), 501);
+    assert_eq!(
+        app.get("Patient?identifier:not=urn:mrn|1").await.status(),
+        501
+    );
     assert_eq!(app.get("Observation?date=notadate").await.status(), 400);
     // POST _search with a form body.
     let res = app
@@ -254,3 +258,44 @@ async fn strings_through_keyed_hashes(app: TestApp) {
     );
 }
 both_backends!(strings_through_keyed_hashes);
+
+async fn identifiers_and_telecom_through_keyed_hashes(app: TestApp) {
+    let patients = [
+        (
+            "a",
+            json!([{"system": "urn:mrn", "value": "12345"}]),
+            json!([{"system": "phone", "value": "555-0100"}]),
+        ),
+        (
+            "b",
+            json!([{"system": "urn:ssn", "value": "12345"}]),
+            json!([{"system": "email", "value": "b@example.org"}]),
+        ),
+        (
+            "c",
+            json!([{"value": "777"}]),
+            json!([{"system": "phone", "value": "555-0199"}]),
+        ),
+    ];
+    for (id, identifier, telecom) in patients {
+        let p = json!({"resourceType": "Patient", "id": id, "identifier": identifier, "telecom": telecom});
+        assert!(
+            app.put(&format!("Patient/{id}"), p.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    assert_eq!(ids(&app, "Patient?identifier=urn:mrn|12345").await, ["a"]);
+    assert_eq!(ids(&app, "Patient?identifier=12345").await, ["a", "b"]);
+    assert_eq!(ids(&app, "Patient?identifier=urn:ssn|").await, ["b"]);
+    assert_eq!(ids(&app, "Patient?identifier=|777").await, ["c"]);
+    assert_eq!(
+        ids(&app, "Patient?identifier=urn:mrn|777").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(ids(&app, "Patient?phone=555-0199").await, ["c"]);
+    assert_eq!(ids(&app, "Patient?email=b@example.org").await, ["b"]);
+    assert_eq!(ids(&app, "Patient?telecom=phone|555-0100").await, ["a"]);
+}
+both_backends!(identifiers_and_telecom_through_keyed_hashes);
