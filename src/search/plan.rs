@@ -1,12 +1,13 @@
 //! From extracted values to stored index rows, and from a parsed search request to
-//! a store query. In clear the index keeps only codes, references and dates;
+//! a store query. In clear the index keeps only codes, references, dates,
+//! numbers, quantities and URIs;
 //! identifying strings (names, addresses) are kept as keyed hashes of their
 //! prefixes and exact text (docs/adr/0005). Other identifying values (identifiers,
 //! telecom, birth dates) are not indexed yet, and searches on them answer 501
 //! rather than a wrong result.
 
 use hearth_store::IndexRow;
-use hearth_store::search::{Condition, DateOp, IndexTable, SearchQuery};
+use hearth_store::search::{Condition, DateOp, IndexTable, NumberOp, NumberTest, SearchQuery};
 
 use super::extract::{IndexEntry, IndexValue, date_range};
 use super::normalize;
@@ -33,7 +34,11 @@ pub fn is_identifying(p: &SearchParam) -> bool {
 /// Whether searches on this parameter can be answered (its values are indexed).
 pub fn is_searchable(p: &SearchParam) -> bool {
     let indexed = match p.kind {
-        ParamType::String | ParamType::Token => true,
+        ParamType::String
+        | ParamType::Token
+        | ParamType::Number
+        | ParamType::Quantity
+        | ParamType::Uri => true,
         ParamType::Reference | ParamType::Date => !is_identifying(p),
         _ => false,
     };
@@ -178,6 +183,32 @@ pub fn index_rows(
                 low: *low,
                 high: *high,
             },
+            IndexValue::Number { value, low, high } => IndexRow::Number {
+                param: e.param.to_owned(),
+                value: *value,
+                low: *low,
+                high: *high,
+            },
+            IndexValue::Quantity {
+                value,
+                low,
+                high,
+                system,
+                code,
+                unit,
+            } => IndexRow::Quantity {
+                param: e.param.to_owned(),
+                value: *value,
+                low: *low,
+                high: *high,
+                system: system.clone().unwrap_or_default(),
+                code: code.clone().unwrap_or_default(),
+                unit: unit.clone().unwrap_or_default(),
+            },
+            IndexValue::Uri(value) => IndexRow::Uri {
+                param: e.param.to_owned(),
+                value: value.clone(),
+            },
             _ => continue,
         };
         if !rows.contains(&row) {
@@ -206,6 +237,25 @@ fn date_op(prefix: Prefix) -> DateOp {
         Prefix::Eb => DateOp::EndsBefore,
         Prefix::Ap => DateOp::Overlaps,
     }
+}
+
+fn number_test(prefix: Prefix, text: &str) -> Option<NumberTest> {
+    let (value, low, high) = normalize::decimal_range(text)?;
+    let op = match prefix {
+        Prefix::Eq => NumberOp::Eq,
+        Prefix::Ne => NumberOp::Ne,
+        Prefix::Gt | Prefix::Sa => NumberOp::Gt,
+        Prefix::Lt | Prefix::Eb => NumberOp::Lt,
+        Prefix::Ge => NumberOp::Ge,
+        Prefix::Le => NumberOp::Le,
+        Prefix::Ap => NumberOp::Approx,
+    };
+    Some(NumberTest {
+        op,
+        value,
+        low,
+        high,
+    })
 }
 
 fn dates(values: &[SearchValue]) -> Vec<(DateOp, i64, i64)> {
@@ -280,6 +330,9 @@ pub fn store_query(
         let table = match c.kind {
             _ if hashed => IndexTable::StringHash,
             ParamType::Token => IndexTable::Token,
+            ParamType::Number => IndexTable::Number,
+            ParamType::Quantity => IndexTable::Quantity,
+            ParamType::Uri => IndexTable::Uri,
             ParamType::Reference => IndexTable::Reference,
             _ => IndexTable::Date,
         };
@@ -353,6 +406,45 @@ pub fn store_query(
             (None, ParamType::Date) => Condition::Date {
                 param,
                 any_of: dates(&c.values),
+            },
+            (None, ParamType::Number) => Condition::Number {
+                param,
+                any_of: c
+                    .values
+                    .iter()
+                    .filter_map(|v| match v {
+                        SearchValue::Number { prefix, value } => number_test(*prefix, value),
+                        _ => None,
+                    })
+                    .collect(),
+            },
+            (None, ParamType::Quantity) => Condition::Quantity {
+                param,
+                any_of: c
+                    .values
+                    .iter()
+                    .filter_map(|v| match v {
+                        SearchValue::Quantity {
+                            prefix,
+                            value,
+                            system,
+                            code,
+                        } => Some((number_test(*prefix, value)?, system.clone(), code.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+            },
+            (None | Some(Modifier::Below), ParamType::Uri) => Condition::Uri {
+                param,
+                any_of: c
+                    .values
+                    .iter()
+                    .filter_map(|v| match v {
+                        SearchValue::Text(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                below: c.modifier == Some(Modifier::Below),
             },
             (None | Some(Modifier::Exact), ParamType::String) => {
                 let mut any_of = Vec::new();

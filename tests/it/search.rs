@@ -299,3 +299,94 @@ async fn identifiers_and_telecom_through_keyed_hashes(app: TestApp) {
     assert_eq!(ids(&app, "Patient?telecom=phone|555-0100").await, ["a"]);
 }
 both_backends!(identifiers_and_telecom_through_keyed_hashes);
+
+async fn numbers_quantities_uris(app: TestApp) {
+    let quantities = [
+        ("q1", "72", "/min", "beats/minute"),
+        ("q2", "72.50", "/min", "beats/minute"),
+        ("q3", "5.4", "mg", "mg"),
+    ];
+    for (id, value, code, unit) in quantities {
+        let body = format!(
+            r#"{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"text":"x"}},"valueQuantity":{{"value":{value},"unit":"{unit}","system":"http://unitsofmeasure.org","code":"{code}"}}}}"#
+        );
+        assert!(
+            app.put(&format!("Observation/{id}"), body)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    assert_eq!(
+        ids(&app, "Observation?value-quantity=72").await,
+        ["q1"],
+        "72 means [71.5, 72.5)"
+    );
+    assert_eq!(ids(&app, "Observation?value-quantity=72.5").await, ["q2"]);
+    assert_eq!(ids(&app, "Observation?value-quantity=gt72").await, ["q2"]);
+    assert_eq!(
+        ids(&app, "Observation?value-quantity=ge72").await,
+        ["q1", "q2"]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "Observation?value-quantity=lt10|http://unitsofmeasure.org|mg"
+        )
+        .await,
+        ["q3"]
+    );
+    assert_eq!(
+        ids(&app, "Observation?value-quantity=lt100||beats/minute").await,
+        ["q1", "q2"],
+        "no system: code or unit"
+    );
+    assert_eq!(
+        ids(&app, "Observation?value-quantity=ap70").await,
+        ["q1", "q2"]
+    );
+    let risk = json!({"resourceType": "RiskAssessment", "id": "r1", "status": "final", "subject": {"reference": "Patient/p"},
+                      "prediction": [{"probabilityDecimal": 0.25}]});
+    assert!(
+        app.put("RiskAssessment/r1", risk.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(ids(&app, "RiskAssessment?probability=gt0.2").await, ["r1"]);
+    assert_eq!(
+        ids(&app, "RiskAssessment?probability=lt0.2").await,
+        Vec::<String>::new()
+    );
+    for (id, url) in [
+        ("v1", "http://example.org/fhir/ValueSet/a"),
+        ("v2", "http://example.org/fhir/ValueSet/a/b"),
+        ("v3", "http://other.org/x"),
+    ] {
+        let vs = json!({"resourceType": "ValueSet", "id": id, "status": "active", "url": url});
+        assert!(
+            app.put(&format!("ValueSet/{id}"), vs.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    assert_eq!(
+        ids(&app, "ValueSet?url=http://example.org/fhir/ValueSet/a").await,
+        ["v1"]
+    );
+    assert_eq!(
+        ids(&app, "ValueSet?url:below=http://example.org/fhir/").await,
+        ["v1", "v2"]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "ValueSet?url:below=http://example.org/fhir/ValueSet/a%25"
+        )
+        .await,
+        Vec::<String>::new(),
+        "no wildcards"
+    );
+}
+both_backends!(numbers_quantities_uris);

@@ -11,8 +11,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::FutureExt;
 use hearth_store::schema::{
     IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
-    history_version_columns, idx_date, idx_reference, idx_string_hash, idx_token, resource_history,
-    resources,
+    history_version_columns, idx_date, idx_number, idx_quantity, idx_reference, idx_string_hash,
+    idx_token, idx_uri, resource_history, resources,
 };
 use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
 use hearth_store::{
@@ -36,6 +36,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0003_keyed_string_index",
         sql: include_str!("../../../schema/postgres/0003_keyed_string_index.sql"),
+    },
+    Migration {
+        name: "0004_number_quantity_uri_index",
+        sql: include_str!("../../../schema/postgres/0004_number_quantity_uri_index.sql"),
     },
 ];
 
@@ -151,66 +155,48 @@ async fn replace_index(
     intent: &WriteIntent<'_>,
 ) -> StoreResult<()> {
     let (t, id) = (intent.res_type, intent.id);
-    diesel::delete(
-        idx_token::table
-            .filter(idx_token::tenant.eq(tenant))
-            .filter(idx_token::res_type.eq(t))
-            .filter(idx_token::res_id.eq(id)),
-    )
-    .execute(c)
-    .await?;
-    diesel::delete(
-        idx_reference::table
-            .filter(idx_reference::tenant.eq(tenant))
-            .filter(idx_reference::res_type.eq(t))
-            .filter(idx_reference::res_id.eq(id)),
-    )
-    .execute(c)
-    .await?;
-    diesel::delete(
-        idx_string_hash::table
-            .filter(idx_string_hash::tenant.eq(tenant))
-            .filter(idx_string_hash::res_type.eq(t))
-            .filter(idx_string_hash::res_id.eq(id)),
-    )
-    .execute(c)
-    .await?;
-    diesel::delete(
-        idx_date::table
-            .filter(idx_date::tenant.eq(tenant))
-            .filter(idx_date::res_type.eq(t))
-            .filter(idx_date::res_id.eq(id)),
-    )
-    .execute(c)
-    .await?;
+    hearth_store::delete_index_rows!(idx_token, tenant, t, id)
+        .execute(c)
+        .await?;
+    hearth_store::delete_index_rows!(idx_reference, tenant, t, id)
+        .execute(c)
+        .await?;
+    hearth_store::delete_index_rows!(idx_date, tenant, t, id)
+        .execute(c)
+        .await?;
+    hearth_store::delete_index_rows!(idx_string_hash, tenant, t, id)
+        .execute(c)
+        .await?;
+    hearth_store::delete_index_rows!(idx_number, tenant, t, id)
+        .execute(c)
+        .await?;
+    hearth_store::delete_index_rows!(idx_quantity, tenant, t, id)
+        .execute(c)
+        .await?;
+    hearth_store::delete_index_rows!(idx_uri, tenant, t, id)
+        .execute(c)
+        .await?;
     if intent.kind == WriteKind::Delete {
         return Ok(());
     }
     let rows = IndexInserts::new(tenant, t, id, intent.index);
-    if !rows.string_hashes.is_empty() {
-        diesel::insert_into(idx_string_hash::table)
-            .values(&rows.string_hashes)
-            .execute(c)
-            .await?;
+    macro_rules! insert {
+        ($table:ident, $rows:expr) => {
+            if !$rows.is_empty() {
+                diesel::insert_into($table::table)
+                    .values(&$rows)
+                    .execute(c)
+                    .await?;
+            }
+        };
     }
-    if !rows.tokens.is_empty() {
-        diesel::insert_into(idx_token::table)
-            .values(&rows.tokens)
-            .execute(c)
-            .await?;
-    }
-    if !rows.references.is_empty() {
-        diesel::insert_into(idx_reference::table)
-            .values(&rows.references)
-            .execute(c)
-            .await?;
-    }
-    if !rows.dates.is_empty() {
-        diesel::insert_into(idx_date::table)
-            .values(&rows.dates)
-            .execute(c)
-            .await?;
-    }
+    insert!(idx_token, rows.tokens);
+    insert!(idx_reference, rows.references);
+    insert!(idx_date, rows.dates);
+    insert!(idx_string_hash, rows.string_hashes);
+    insert!(idx_number, rows.numbers);
+    insert!(idx_quantity, rows.quantities);
+    insert!(idx_uri, rows.uris);
     Ok(())
 }
 
@@ -319,6 +305,7 @@ impl hearth_store::Store for PgStore {
                 Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
                 Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
                 Bind::Bytes(b) => query.bind::<diesel::sql_types::Binary, _>(b),
+                Bind::Float(f) => query.bind::<diesel::sql_types::Double, _>(f),
             };
         }
         let mut c = self.conn().await?;

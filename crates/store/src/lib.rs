@@ -102,7 +102,7 @@ pub enum HistoryScope<'a> {
 
 /// A search index row of one resource. Only values that are not identifying are
 /// kept in clear (see docs/adr/0005).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum IndexRow {
     /// A coded value; `system` and `code` are empty strings when absent.
     Token {
@@ -124,7 +124,31 @@ pub enum IndexRow {
         high: Micros,
     },
     /// A keyed hash of an identifying string value (or of one of its prefixes).
-    StringHash { param: String, hash: Vec<u8> },
+    StringHash {
+        param: String,
+        hash: Vec<u8>,
+    },
+    /// A number with its implicit range.
+    Number {
+        param: String,
+        value: f64,
+        low: f64,
+        high: f64,
+    },
+    /// A quantity with its implicit range; absent parts are empty strings.
+    Quantity {
+        param: String,
+        value: f64,
+        low: f64,
+        high: f64,
+        system: String,
+        code: String,
+        unit: String,
+    },
+    Uri {
+        param: String,
+        value: String,
+    },
 }
 
 pub mod search;

@@ -251,6 +251,93 @@ diesel::table! {
 }
 
 diesel::table! {
+    idx_number (tenant, res_type, res_id, param, value) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        value -> Double,
+        low -> Double,
+        high -> Double,
+    }
+}
+
+diesel::table! {
+    idx_quantity (tenant, res_type, res_id, param, value) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        value -> Double,
+        low -> Double,
+        high -> Double,
+        system -> Text,
+        code -> Text,
+        unit -> Text,
+    }
+}
+
+diesel::table! {
+    idx_uri (tenant, res_type, res_id, param, value) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        value -> Text,
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_number)]
+pub struct NumberRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_quantity)]
+pub struct QuantityRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+    pub system: String,
+    pub code: String,
+    pub unit: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_uri)]
+pub struct UriRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub value: String,
+}
+
+/// The delete of one resource's rows in an index table (run by each backend).
+#[macro_export]
+macro_rules! delete_index_rows {
+    ($table:ident, $tenant:expr, $res_type:expr, $res_id:expr) => {
+        diesel::delete(
+            $crate::schema::$table::table
+                .filter($crate::schema::$table::tenant.eq($tenant))
+                .filter($crate::schema::$table::res_type.eq($res_type))
+                .filter($crate::schema::$table::res_id.eq($res_id)),
+        )
+    };
+}
+
+diesel::table! {
     idx_string_hash (tenant, res_type, res_id, param, hash) {
         tenant -> Text,
         res_type -> Text,
@@ -307,6 +394,9 @@ pub struct DateRow {
 /// Index rows of one resource, split by table, ready to insert.
 #[derive(Default)]
 pub struct IndexInserts {
+    pub numbers: Vec<NumberRow>,
+    pub quantities: Vec<QuantityRow>,
+    pub uris: Vec<UriRow>,
     pub string_hashes: Vec<StringHashRow>,
     pub tokens: Vec<TokenRow>,
     pub references: Vec<ReferenceRow>,
@@ -344,6 +434,47 @@ impl IndexInserts {
                     target_type: target_type.clone(),
                     target_id: target_id.clone(),
                     url: url.clone(),
+                }),
+                crate::IndexRow::Number {
+                    param,
+                    value,
+                    low,
+                    high,
+                } => out.numbers.push(NumberRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    param: param.clone(),
+                    value: *value,
+                    low: *low,
+                    high: *high,
+                }),
+                crate::IndexRow::Quantity {
+                    param,
+                    value,
+                    low,
+                    high,
+                    system,
+                    code,
+                    unit,
+                } => out.quantities.push(QuantityRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    param: param.clone(),
+                    value: *value,
+                    low: *low,
+                    high: *high,
+                    system: system.clone(),
+                    code: code.clone(),
+                    unit: unit.clone(),
+                }),
+                crate::IndexRow::Uri { param, value } => out.uris.push(UriRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    param: param.clone(),
+                    value: value.clone(),
                 }),
                 crate::IndexRow::StringHash { param, hash } => {
                     out.string_hashes.push(StringHashRow {

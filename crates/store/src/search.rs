@@ -28,8 +28,33 @@ pub enum DateOp {
     Overlaps,
 }
 
+/// How a number or quantity condition compares the indexed value with the
+/// searched one (R4 3.1.1.4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberOp {
+    /// Within the searched value's implicit range (`eq`).
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    /// Within ±10% of the searched value (`ap`).
+    Approx,
+}
+
+/// A number (or the numeric part of a quantity) as searched.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NumberTest {
+    pub op: NumberOp,
+    pub value: f64,
+    /// The implicit range of the searched value (for `eq` and `ne`).
+    pub low: f64,
+    pub high: f64,
+}
+
 /// One AND-ed condition: any of its alternatives (OR) must hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
     /// `system`: `None` any system, `Some("")` no system. `code`: `None` any code.
     Token {
@@ -44,6 +69,21 @@ pub enum Condition {
     },
     /// By the reference text as written (absolute URLs, canonicals).
     ReferenceUrl { param: String, any_of: Vec<String> },
+    Number {
+        param: String,
+        any_of: Vec<NumberTest>,
+    },
+    /// `(test, system, code)`: without a system, the code also matches the unit.
+    Quantity {
+        param: String,
+        any_of: Vec<(NumberTest, Option<String>, Option<String>)>,
+    },
+    /// Equal URIs, or (`below`) URIs starting with the value.
+    Uri {
+        param: String,
+        any_of: Vec<String>,
+        below: bool,
+    },
     /// Keyed hashes of identifying strings: any of them.
     StringHash { param: String, any_of: Vec<Vec<u8>> },
     Date {
@@ -64,6 +104,9 @@ pub enum Condition {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexTable {
+    Number,
+    Quantity,
+    Uri,
     StringHash,
     Token,
     Reference,
@@ -73,6 +116,9 @@ pub enum IndexTable {
 impl IndexTable {
     fn name(self) -> &'static str {
         match self {
+            IndexTable::Number => "idx_number",
+            IndexTable::Quantity => "idx_quantity",
+            IndexTable::Uri => "idx_uri",
             IndexTable::StringHash => "idx_string_hash",
             IndexTable::Token => "idx_token",
             IndexTable::Reference => "idx_reference",
@@ -81,7 +127,7 @@ impl IndexTable {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SearchQuery {
     pub res_type: String,
     pub conditions: Vec<Condition>,
@@ -91,10 +137,11 @@ pub struct SearchQuery {
 }
 
 /// A bound value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Bind {
     Text(String),
     Int(i64),
+    Float(f64),
     Bytes(Vec<u8>),
 }
 
@@ -113,6 +160,8 @@ struct Sql {
 }
 
 impl Sql {
+    /// Binds a value and returns its placeholder. Placeholders must appear in the
+    /// SQL in the order they are bound: SQLite's `?` is positional.
     fn bind(&mut self, b: Bind) -> String {
         self.binds.push(b);
         match self.style {
@@ -127,6 +176,34 @@ impl Sql {
 
     fn int(&mut self, i: i64) -> String {
         self.bind(Bind::Int(i))
+    }
+
+    fn number(&mut self, t: &NumberTest) -> String {
+        let float = |sql: &mut Self, f: f64| sql.bind(Bind::Float(f));
+        match t.op {
+            NumberOp::Eq => format!(
+                "(x.value >= {} AND x.value < {})",
+                float(self, t.low),
+                float(self, t.high)
+            ),
+            NumberOp::Ne => format!(
+                "NOT (x.value >= {} AND x.value < {})",
+                float(self, t.low),
+                float(self, t.high)
+            ),
+            NumberOp::Gt => format!("x.value > {}", float(self, t.value)),
+            NumberOp::Lt => format!("x.value < {}", float(self, t.value)),
+            NumberOp::Ge => format!("x.value >= {}", float(self, t.value)),
+            NumberOp::Le => format!("x.value <= {}", float(self, t.value)),
+            NumberOp::Approx => {
+                let d = (t.value * 0.1).abs();
+                format!(
+                    "(x.value >= {} AND x.value <= {})",
+                    float(self, t.value - d),
+                    float(self, t.value + d)
+                )
+            }
+        }
     }
 
     fn date(&mut self, op: DateOp, lo_col: &str, hi_col: &str, from: Micros, to: Micros) -> String {
@@ -219,6 +296,56 @@ pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String
                     })
                     .collect();
                 exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+            }
+            Condition::Number { param, any_of } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of.iter().map(|t| sql.number(t)).collect();
+                exists(IndexTable::Number, &p, &alternatives.join(" OR "))
+            }
+            Condition::Quantity { param, any_of } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|(t, system, code)| {
+                        let mut parts = vec![sql.number(t)];
+                        match (system, code) {
+                            (Some(s), Some(c)) => {
+                                parts.push(format!("x.system = {}", sql.text(s)));
+                                parts.push(format!("x.code = {}", sql.text(c)));
+                            }
+                            (None, Some(c)) => {
+                                let (a, b) = (sql.text(c), sql.text(c));
+                                parts.push(format!("(x.code = {a} OR x.unit = {b})"));
+                            }
+                            (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
+                            (None, None) => {}
+                        }
+                        format!("({})", parts.join(" AND "))
+                    })
+                    .collect();
+                exists(IndexTable::Quantity, &p, &alternatives.join(" OR "))
+            }
+            Condition::Uri {
+                param,
+                any_of,
+                below,
+            } => {
+                let p = sql.text(param);
+                let alternatives: Vec<String> = any_of
+                    .iter()
+                    .map(|u| {
+                        if *below {
+                            // A prefix match written without LIKE, so no wildcard
+                            // in the value can widen it.
+                            let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
+                            let a = sql.text(u);
+                            format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
+                        } else {
+                            format!("x.value = {}", sql.text(u))
+                        }
+                    })
+                    .collect();
+                exists(IndexTable::Uri, &p, &alternatives.join(" OR "))
             }
             Condition::StringHash { param, any_of } => {
                 let p = sql.text(param);
