@@ -293,6 +293,11 @@ impl Service {
         Ok(out)
     }
 
+    /// How many resources match (`_total`, `_summary=count`).
+    pub async fn count(&self, tenant: &str, query: &SearchQuery) -> Result<u64, ApiError> {
+        Ok(self.store.count(tenant, query).await?)
+    }
+
     /// History, newest first, decrypted.
     pub async fn history(
         &self,

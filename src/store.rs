@@ -79,6 +79,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.search(tenant, q))
     }
 
+    async fn count(&self, tenant: &str, q: &hearth_store::search::SearchQuery) -> StoreResult<u64> {
+        delegate!(self, s => s.count(tenant, q))
+    }
+
     async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {
         delegate!(self, s => s.data_keys(tenant))
     }

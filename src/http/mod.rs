@@ -85,6 +85,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
                 .default_service(method_not_allowed()),
         )
         .service(
+            web::resource("/{compartment}/{id}/{type}")
+                .route(web::get().to(search::compartment))
+                .default_service(method_not_allowed()),
+        )
+        .service(
             web::resource("/{type}/{id}")
                 .route(web::get().to(read::read))
                 .route(web::head().to(read::read))

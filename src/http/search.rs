@@ -11,10 +11,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::{AppState, base_url, negotiate, percent_decode, read_form, resource_type, send};
 use crate::error::ApiError;
 use crate::json::{Json, Object, write_string};
+use crate::search::query::{Summary, Total};
 use crate::search::{plan, query};
 use crate::service::{ResourceVersion, new_id};
 use crate::store::DEFAULT_TENANT;
 use crate::time::{format_instant, now_micros};
+use hearth_store::search::Condition;
 
 fn pairs(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
@@ -57,9 +59,13 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// Runs a search of type `t`; `within` restricts it (a compartment) and `path`
+/// is what the links repeat (`Observation`, `Patient/1/Observation`).
 async fn run(
     req: HttpRequest,
     t: &str,
+    path: &str,
+    within: Option<Condition>,
     all: Vec<(String, String)>,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
@@ -80,10 +86,21 @@ async fn run(
         .count
         .unwrap_or(state.default_search_count)
         .min(state.max_page_size);
-    let q = plan::store_query(&parsed, page.clone(), count + 1, &|input| {
+    let mut q = plan::store_query(&parsed, page.clone(), count + 1, &|input| {
         state.service.search_hash(DEFAULT_TENANT, input)
     })?;
-    let mut found = state.service.search(DEFAULT_TENANT, &q).await?;
+    q.conditions.extend(within);
+    let only_count = parsed.summary == Some(Summary::Count);
+    let total = if only_count || parsed.total != Total::None {
+        Some(state.service.count(DEFAULT_TENANT, &q).await?)
+    } else {
+        None
+    };
+    let mut found = if only_count {
+        Vec::new()
+    } else {
+        state.service.search(DEFAULT_TENANT, &q).await?
+    };
     let next = if found.len() > count as usize {
         found.truncate(count as usize);
         found.last().map(|r| r.id.clone())
@@ -99,7 +116,7 @@ async fn run(
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect();
     let link = |page: Option<&str>| {
-        let mut url = format!("{base}/{t}?");
+        let mut url = format!("{base}/{path}?");
         for p in &kept {
             url.push_str(p);
             url.push('&');
@@ -118,13 +135,14 @@ async fn run(
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,
-        bundle(&base, &links, &found)?,
+        bundle(&base, &links, total, &found)?,
     ))
 }
 
 fn bundle(
     base: &str,
     links: &[(&str, String)],
+    total: Option<u64>,
     found: &[ResourceVersion],
 ) -> Result<Vec<u8>, ApiError> {
     let mut head = Object::default();
@@ -134,6 +152,9 @@ fn bundle(
     meta.push("lastUpdated", Json::string(format_instant(now_micros())));
     head.push("meta", Json::Object(meta));
     head.push("type", Json::string("searchset"));
+    if let Some(n) = total {
+        head.push("total", Json::Number(n.to_string().into()));
+    }
     head.push(
         "link",
         Json::Array(
@@ -175,7 +196,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let t = resource_type(&path)?;
     let all = pairs(req.query_string());
-    run(req, t, all, &state).await
+    run(req, t, t, None, all, &state).await
 }
 
 pub async fn post(
@@ -199,5 +220,39 @@ pub async fn post(
     let body = read_form(payload, &state).await?;
     let mut all = pairs(req.query_string());
     all.extend(pairs(&body));
-    run(req, t, all, &state).await
+    run(req, t, t, None, all, &state).await
+}
+
+/// Compartment search (R4 3.1.1.3.2): `GET [base]/Patient/[id]/[type]?…` finds the
+/// resources of `type` that the compartment definition links to that patient.
+pub async fn compartment(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (comp, id, t) = path.into_inner();
+    let (comp, id, t) = (
+        resource_type(&comp)?,
+        super::resource_id(&id)?,
+        resource_type(&t)?,
+    );
+    let params = crate::fhir::search_params::r4().compartment_params(comp, t);
+    if params.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "{t} is not in the {comp} compartment"
+        )));
+    }
+    let links: Vec<Condition> = params
+        .iter()
+        .map(|p| match *p {
+            "{def}" => Condition::Id(vec![id.to_owned()]),
+            p => Condition::Reference {
+                param: p.to_owned(),
+                any_of: vec![(Some(comp.to_owned()), id.to_owned())],
+            },
+        })
+        .collect();
+    let all = pairs(req.query_string());
+    let path = format!("{comp}/{id}/{t}");
+    run(req, t, &path, Some(Condition::AnyOf(links)), all, &state).await
 }

@@ -11,7 +11,7 @@ use hearth_store::search::{Condition, DateOp, IndexTable, NumberOp, NumberTest, 
 
 use super::extract::{IndexEntry, IndexValue, date_range};
 use super::normalize;
-use super::query::{Filter, Modifier, Prefix, SearchRequest, SearchValue, Summary, Total};
+use super::query::{Filter, Modifier, Prefix, SearchRequest, SearchValue, Summary};
 use crate::error::{ApiError, ErrorKind};
 use crate::fhir::search_params::{ParamType, SearchParam, r4};
 
@@ -284,11 +284,14 @@ pub fn store_query(
     if !req.sort.is_empty() {
         return Err(not_yet("_sort".into()));
     }
-    if req.total != Total::None {
-        return Err(not_yet("_total".into()));
-    }
-    if req.summary.is_some_and(|s| s != Summary::False) || !req.elements.is_empty() {
-        return Err(not_yet("_summary and _elements".into()));
+    if req
+        .summary
+        .is_some_and(|s| !matches!(s, Summary::False | Summary::Count))
+        || !req.elements.is_empty()
+    {
+        return Err(not_yet(
+            "_summary (other than count and false) and _elements".into(),
+        ));
     }
     let registry = r4();
     let mut conditions = Vec::new();

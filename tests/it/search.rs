@@ -390,3 +390,47 @@ async fn numbers_quantities_uris(app: TestApp) {
     );
 }
 both_backends!(numbers_quantities_uris);
+
+async fn totals_and_compartments(app: TestApp) {
+    seed(&app).await;
+    let (_, b) = json(
+        app.get("Observation?code=8867-4&_total=accurate&_count=1")
+            .await,
+    )
+    .await;
+    assert_eq!(b["total"], 2);
+    assert_eq!(b["entry"].as_array().unwrap().len(), 1);
+    let (_, b) = json(app.get("Observation?_summary=count").await).await;
+    assert_eq!(b["total"], 3);
+    assert!(b.get("entry").is_none());
+    let (_, b) = json(app.get("Observation?code=8867-4").await).await;
+    assert!(b.get("total").is_none(), "no count unless asked for");
+    // Compartment search: what the Patient compartment links to p2.
+    assert_eq!(ids(&app, "Patient/p2/Observation").await, ["o2", "o3"]);
+    assert_eq!(
+        ids(&app, "Patient/p2/Observation?code=8867-4").await,
+        ["o3"]
+    );
+    assert_eq!(
+        ids(&app, "Patient/p1/Patient").await,
+        Vec::<String>::new(),
+        "Patient/Patient links through `link` only"
+    );
+    let (status, _) = json(app.get("Patient/p2/Organization").await).await;
+    assert_eq!(
+        status, 404,
+        "Organization is not in the Patient compartment"
+    );
+    let (_, b) = json(app.get("Patient/p2/Observation?_count=1").await).await;
+    let next = b["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(next.contains("/Patient/p2/Observation?"), "{next}");
+}
+both_backends!(totals_and_compartments);

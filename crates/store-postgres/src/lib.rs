@@ -10,11 +10,11 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
+    CountRow, IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
     history_version_columns, idx_date, idx_number, idx_quantity, idx_reference, idx_string_hash,
     idx_token, idx_uri, resource_history, resources,
 };
-use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
+use hearth_store::search::{Placeholders, SearchQuery, bound_query, count_sql, search_sql};
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteKind, WriteOutcome, WritePlan,
@@ -299,18 +299,20 @@ impl hearth_store::Store for PgStore {
 
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<StoredVersion>> {
         let (sql, binds) = search_sql(tenant, q, Placeholders::Numbered);
-        let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
-        for b in binds {
-            query = match b {
-                Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
-                Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
-                Bind::Bytes(b) => query.bind::<diesel::sql_types::Binary, _>(b),
-                Bind::Float(f) => query.bind::<diesel::sql_types::Double, _>(f),
-            };
-        }
         let mut c = self.conn().await?;
-        let rows: Vec<VersionRow> = query.load(&mut c).await?;
+        let rows: Vec<VersionRow> = bound_query::<diesel::pg::Pg>(sql, binds)
+            .load(&mut c)
+            .await?;
         Ok(rows.into_iter().map(StoredVersion::from).collect())
+    }
+
+    async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
+        let (sql, binds) = count_sql(tenant, q, Placeholders::Numbered);
+        let mut c = self.conn().await?;
+        let row: CountRow = bound_query::<diesel::pg::Pg>(sql, binds)
+            .get_result(&mut c)
+            .await?;
+        Ok(u64::try_from(row.n).unwrap_or(0))
     }
 
     async fn data_keys(&self, tenant: &str) -> StoreResult<Vec<WrappedKey>> {

@@ -9,11 +9,11 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
+    CountRow, IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
     history_version_columns, idx_date, idx_number, idx_quantity, idx_reference, idx_string_hash,
     idx_token, idx_uri, resource_history, resources,
 };
-use hearth_store::search::{Bind, Placeholders, SearchQuery, search_sql};
+use hearth_store::search::{Placeholders, SearchQuery, bound_query, count_sql, search_sql};
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteOutcome, WritePlan,
@@ -355,17 +355,18 @@ impl hearth_store::Store for SqliteStore {
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<StoredVersion>> {
         let (sql, binds) = search_sql(tenant, q, Placeholders::Question);
         self.with_reader(move |c| {
-            let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-            for b in binds {
-                query = match b {
-                    Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
-                    Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
-                    Bind::Bytes(b) => query.bind::<diesel::sql_types::Binary, _>(b),
-                    Bind::Float(f) => query.bind::<diesel::sql_types::Double, _>(f),
-                };
-            }
-            let rows: Vec<VersionRow> = query.load(c)?;
+            let rows: Vec<VersionRow> =
+                bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
             Ok(rows.into_iter().map(StoredVersion::from).collect())
+        })
+        .await
+    }
+
+    async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
+        let (sql, binds) = count_sql(tenant, q, Placeholders::Question);
+        self.with_reader(move |c| {
+            let row: CountRow = bound_query::<diesel::sqlite::Sqlite>(sql, binds).get_result(c)?;
+            Ok(u64::try_from(row.n).unwrap_or(0))
         })
         .await
     }

@@ -260,6 +260,13 @@ pub trait Store: Send + Sync {
         query: &HistoryQuery<'_>,
     ) -> impl Future<Output = StoreResult<Vec<HistoryEntry>>> + Send;
 
+    /// How many current, live resources match (ignores paging).
+    fn count(
+        &self,
+        tenant: &str,
+        query: &search::SearchQuery,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
     /// Current, live resources matching every condition, by id, after `after_id`.
     fn search(
         &self,

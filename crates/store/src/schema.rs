@@ -498,3 +498,10 @@ impl IndexInserts {
         out
     }
 }
+
+/// The one-column result of a count query.
+#[derive(QueryableByName)]
+pub struct CountRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}

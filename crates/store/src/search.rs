@@ -56,6 +56,8 @@ pub struct NumberTest {
 /// One AND-ed condition: any of its alternatives (OR) must hold.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
+    /// Any of these conditions (compartments: any of the linking parameters).
+    AnyOf(Vec<Condition>),
     /// `system`: `None` any system, `Some("")` no system. `code`: `None` any code.
     Token {
         param: String,
@@ -241,8 +243,155 @@ fn exists(table: IndexTable, param_bind: &str, filter: &str) -> String {
     )
 }
 
-/// The SQL and binds of a search; columns are those of `VersionRow`.
-pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
+/// The SQL of one condition, on the resource row `r`.
+fn clause(sql: &mut Sql, c: &Condition) -> String {
+    match c {
+        Condition::AnyOf(alternatives) => {
+            let parts: Vec<String> = alternatives.iter().map(|a| clause(sql, a)).collect();
+            format!("({})", parts.join(" OR "))
+        }
+        Condition::Token {
+            param,
+            any_of,
+            negate,
+        } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|(system, code)| {
+                    let mut parts = Vec::new();
+                    if let Some(code) = code {
+                        parts.push(format!("x.code = {}", sql.text(code)));
+                    }
+                    if let Some(system) = system {
+                        parts.push(format!("x.system = {}", sql.text(system)));
+                    }
+                    if parts.is_empty() {
+                        "1 = 1".to_owned()
+                    } else {
+                        parts.join(" AND ")
+                    }
+                })
+                .collect();
+            let e = exists(IndexTable::Token, &p, &alternatives.join(" OR "));
+            if *negate { format!("NOT {e}") } else { e }
+        }
+        Condition::Reference { param, any_of } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|(target_type, id)| match target_type {
+                    Some(tt) => format!(
+                        "(x.target_id = {} AND x.target_type = {})",
+                        sql.text(id),
+                        sql.text(tt)
+                    ),
+                    None => format!("x.target_id = {}", sql.text(id)),
+                })
+                .collect();
+            exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+        }
+        Condition::Number { param, any_of } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of.iter().map(|t| sql.number(t)).collect();
+            exists(IndexTable::Number, &p, &alternatives.join(" OR "))
+        }
+        Condition::Quantity { param, any_of } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|(t, system, code)| {
+                    let mut parts = vec![sql.number(t)];
+                    match (system, code) {
+                        (Some(s), Some(c)) => {
+                            parts.push(format!("x.system = {}", sql.text(s)));
+                            parts.push(format!("x.code = {}", sql.text(c)));
+                        }
+                        (None, Some(c)) => {
+                            let (a, b) = (sql.text(c), sql.text(c));
+                            parts.push(format!("(x.code = {a} OR x.unit = {b})"));
+                        }
+                        (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
+                        (None, None) => {}
+                    }
+                    format!("({})", parts.join(" AND "))
+                })
+                .collect();
+            exists(IndexTable::Quantity, &p, &alternatives.join(" OR "))
+        }
+        Condition::Uri {
+            param,
+            any_of,
+            below,
+        } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|u| {
+                    if *below {
+                        // A prefix match written without LIKE, so no wildcard
+                        // in the value can widen it.
+                        let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
+                        let a = sql.text(u);
+                        format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
+                    } else {
+                        format!("x.value = {}", sql.text(u))
+                    }
+                })
+                .collect();
+            exists(IndexTable::Uri, &p, &alternatives.join(" OR "))
+        }
+        Condition::StringHash { param, any_of } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
+                .collect();
+            exists(IndexTable::StringHash, &p, &alternatives.join(" OR "))
+        }
+        Condition::ReferenceUrl { param, any_of } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|u| format!("x.url = {}", sql.text(u)))
+                .collect();
+            exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+        }
+        Condition::Date { param, any_of } => {
+            let p = sql.text(param);
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
+                .collect();
+            exists(IndexTable::Date, &p, &alternatives.join(" OR "))
+        }
+        Condition::Missing {
+            param,
+            table,
+            missing,
+        } => {
+            let p = sql.text(param);
+            let e = exists(*table, &p, "1 = 1");
+            if *missing { format!("NOT {e}") } else { e }
+        }
+        Condition::Id(ids) => {
+            let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
+            format!("r.id IN ({})", alternatives.join(", "))
+        }
+        Condition::LastUpdated(any_of) => {
+            // A version's lastUpdated is an instant: a one-microsecond range.
+            let alternatives: Vec<String> = any_of
+                .iter()
+                .map(|(op, from, to)| {
+                    sql.date(*op, "r.last_updated", "(r.last_updated + 1)", *from, *to)
+                })
+                .collect();
+            format!("({})", alternatives.join(" OR "))
+        }
+    }
+}
+
+fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (String, Vec<Bind>) {
     let mut sql = Sql {
         text: String::new(),
         binds: Vec::new(),
@@ -255,151 +404,19 @@ pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String
         "NOT r.deleted".to_owned(),
     ];
     for c in &q.conditions {
-        let clause = match c {
-            Condition::Token {
-                param,
-                any_of,
-                negate,
-            } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|(system, code)| {
-                        let mut parts = Vec::new();
-                        if let Some(code) = code {
-                            parts.push(format!("x.code = {}", sql.text(code)));
-                        }
-                        if let Some(system) = system {
-                            parts.push(format!("x.system = {}", sql.text(system)));
-                        }
-                        if parts.is_empty() {
-                            "1 = 1".to_owned()
-                        } else {
-                            parts.join(" AND ")
-                        }
-                    })
-                    .collect();
-                let e = exists(IndexTable::Token, &p, &alternatives.join(" OR "));
-                if *negate { format!("NOT {e}") } else { e }
-            }
-            Condition::Reference { param, any_of } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|(target_type, id)| match target_type {
-                        Some(tt) => format!(
-                            "(x.target_id = {} AND x.target_type = {})",
-                            sql.text(id),
-                            sql.text(tt)
-                        ),
-                        None => format!("x.target_id = {}", sql.text(id)),
-                    })
-                    .collect();
-                exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
-            }
-            Condition::Number { param, any_of } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of.iter().map(|t| sql.number(t)).collect();
-                exists(IndexTable::Number, &p, &alternatives.join(" OR "))
-            }
-            Condition::Quantity { param, any_of } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|(t, system, code)| {
-                        let mut parts = vec![sql.number(t)];
-                        match (system, code) {
-                            (Some(s), Some(c)) => {
-                                parts.push(format!("x.system = {}", sql.text(s)));
-                                parts.push(format!("x.code = {}", sql.text(c)));
-                            }
-                            (None, Some(c)) => {
-                                let (a, b) = (sql.text(c), sql.text(c));
-                                parts.push(format!("(x.code = {a} OR x.unit = {b})"));
-                            }
-                            (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
-                            (None, None) => {}
-                        }
-                        format!("({})", parts.join(" AND "))
-                    })
-                    .collect();
-                exists(IndexTable::Quantity, &p, &alternatives.join(" OR "))
-            }
-            Condition::Uri {
-                param,
-                any_of,
-                below,
-            } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|u| {
-                        if *below {
-                            // A prefix match written without LIKE, so no wildcard
-                            // in the value can widen it.
-                            let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
-                            let a = sql.text(u);
-                            format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
-                        } else {
-                            format!("x.value = {}", sql.text(u))
-                        }
-                    })
-                    .collect();
-                exists(IndexTable::Uri, &p, &alternatives.join(" OR "))
-            }
-            Condition::StringHash { param, any_of } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
-                    .collect();
-                exists(IndexTable::StringHash, &p, &alternatives.join(" OR "))
-            }
-            Condition::ReferenceUrl { param, any_of } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|u| format!("x.url = {}", sql.text(u)))
-                    .collect();
-                exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
-            }
-            Condition::Date { param, any_of } => {
-                let p = sql.text(param);
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
-                    .collect();
-                exists(IndexTable::Date, &p, &alternatives.join(" OR "))
-            }
-            Condition::Missing {
-                param,
-                table,
-                missing,
-            } => {
-                let p = sql.text(param);
-                let e = exists(*table, &p, "1 = 1");
-                if *missing { format!("NOT {e}") } else { e }
-            }
-            Condition::Id(ids) => {
-                let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
-                format!("r.id IN ({})", alternatives.join(", "))
-            }
-            Condition::LastUpdated(any_of) => {
-                // A version's lastUpdated is an instant: a one-microsecond range.
-                let alternatives: Vec<String> = any_of
-                    .iter()
-                    .map(|(op, from, to)| {
-                        sql.date(*op, "r.last_updated", "(r.last_updated + 1)", *from, *to)
-                    })
-                    .collect();
-                format!("({})", alternatives.join(" OR "))
-            }
-        };
-        clauses.push(clause);
+        let c = clause(&mut sql, c);
+        clauses.push(c);
     }
     if let Some(after) = &q.after_id {
         let a = sql.text(after);
         clauses.push(format!("r.id > {a}"));
+    }
+    if count {
+        sql.text = format!(
+            "SELECT COUNT(*) AS n FROM resources r WHERE {}",
+            clauses.join(" AND ")
+        );
+        return (sql.text, sql.binds);
     }
     let limit = sql.int(i64::from(q.limit));
     sql.text = format!(
@@ -408,6 +425,48 @@ pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String
         clauses.join(" AND ")
     );
     (sql.text, sql.binds)
+}
+
+/// The SQL and binds of a search; columns are those of `VersionRow`.
+pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
+    build(tenant, q, style, false)
+}
+
+/// The SQL and binds counting all matches of a search (`_total`); one column `n`.
+pub fn count_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
+    let q = SearchQuery {
+        after_id: None,
+        ..q.clone()
+    };
+    build(tenant, &q, style, true)
+}
+
+/// A raw SQL query with its values bound, for either backend.
+pub fn bound_query<'a, DB>(
+    sql: String,
+    binds: Vec<Bind>,
+) -> diesel::query_builder::BoxedSqlQuery<'a, DB, diesel::query_builder::SqlQuery>
+where
+    DB: diesel::backend::Backend
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Text>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::BigInt>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Binary>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Double>,
+    String: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+    i64: diesel::serialize::ToSql<diesel::sql_types::BigInt, DB>,
+    Vec<u8>: diesel::serialize::ToSql<diesel::sql_types::Binary, DB>,
+    f64: diesel::serialize::ToSql<diesel::sql_types::Double, DB>,
+{
+    let mut query = diesel::sql_query(sql).into_boxed::<DB>();
+    for b in binds {
+        query = match b {
+            Bind::Text(s) => query.bind::<diesel::sql_types::Text, _>(s),
+            Bind::Int(i) => query.bind::<diesel::sql_types::BigInt, _>(i),
+            Bind::Bytes(b) => query.bind::<diesel::sql_types::Binary, _>(b),
+            Bind::Float(f) => query.bind::<diesel::sql_types::Double, _>(f),
+        };
+    }
+    query
 }
 
 #[cfg(test)]
