@@ -107,6 +107,11 @@ async fn run(
     } else {
         None
     };
+    let included = if only_count {
+        Vec::new()
+    } else {
+        includes(&parsed, &found, state).await?
+    };
     let base = base_url(&req, state);
     let kept: Vec<String> = criteria
         .iter()
@@ -135,7 +140,7 @@ async fn run(
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,
-        bundle(&base, &links, total, &found)?,
+        bundle(&base, &links, total, &found, &included)?,
     ))
 }
 
@@ -144,6 +149,7 @@ fn bundle(
     links: &[(&str, String)],
     total: Option<u64>,
     found: &[ResourceVersion],
+    included: &[ResourceVersion],
 ) -> Result<Vec<u8>, ApiError> {
     let mut head = Object::default();
     head.push("resourceType", Json::string("Bundle"));
@@ -170,12 +176,16 @@ fn bundle(
         ),
     );
     let mut out = Json::Object(head).to_bytes();
-    if found.is_empty() {
+    if found.is_empty() && included.is_empty() {
         return Ok(out);
     }
     out.pop();
     out.extend_from_slice(b",\"entry\":[");
-    for (n, r) in found.iter().enumerate() {
+    let entries = found
+        .iter()
+        .map(|r| (r, "match"))
+        .chain(included.iter().map(|r| (r, "include")));
+    for (n, (r, mode)) in entries.enumerate() {
         if n > 0 {
             out.push(b',');
         }
@@ -183,7 +193,9 @@ fn bundle(
         write_string(&format!("{base}/{}/{}", r.res_type, r.id), &mut out);
         out.extend_from_slice(b",\"resource\":");
         out.extend_from_slice(&r.body);
-        out.extend_from_slice(b",\"search\":{\"mode\":\"match\"}}");
+        out.extend_from_slice(b",\"search\":{\"mode\":");
+        write_string(mode, &mut out);
+        out.extend_from_slice(b"}}");
     }
     out.extend_from_slice(b"]}");
     Ok(out)
@@ -255,4 +267,98 @@ pub async fn compartment(
     let all = pairs(req.query_string());
     let path = format!("{comp}/{id}/{t}");
     run(req, t, &path, Some(Condition::AnyOf(links)), all, &state).await
+}
+
+/// The reference parameters an include names (`*`: all of the source type).
+fn reference_params(inc: &query::Include) -> Vec<String> {
+    match &inc.param {
+        Some(p) => vec![p.clone()],
+        None => crate::fhir::search_params::r4()
+            .for_type(&inc.source_type)
+            .filter(|p| p.kind == crate::fhir::search_params::ParamType::Reference)
+            .map(|p| p.code.to_owned())
+            .collect(),
+    }
+}
+
+/// `_include` and `_revinclude` (without `:iterate`): the resources the matches
+/// refer to, and the resources that refer to the matches.
+async fn includes(
+    parsed: &query::SearchRequest,
+    found: &[ResourceVersion],
+    state: &AppState,
+) -> Result<Vec<ResourceVersion>, ApiError> {
+    let mut out: Vec<ResourceVersion> = Vec::new();
+    let seen = |out: &[ResourceVersion], t: &str, id: &str| {
+        found
+            .iter()
+            .chain(out.iter())
+            .any(|r| r.res_type == t && r.id == id)
+    };
+    for inc in &parsed.include {
+        let params = reference_params(inc);
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for r in found.iter().filter(|r| r.res_type == inc.source_type) {
+            let Ok(json) = crate::json::parse(&r.body) else {
+                continue;
+            };
+            for e in crate::search::extract::extract(&json) {
+                if !params.iter().any(|p| p == e.param) {
+                    continue;
+                }
+                if let crate::search::extract::IndexValue::Reference {
+                    target_type: Some(tt),
+                    target_id: Some(tid),
+                    ..
+                } = e.value
+                    && inc.target_type.as_ref().is_none_or(|want| *want == tt)
+                    && !targets.contains(&(tt.clone(), tid.clone()))
+                {
+                    targets.push((tt, tid));
+                }
+            }
+        }
+        for (tt, tid) in targets {
+            if seen(&out, &tt, &tid) {
+                continue;
+            }
+            match state.service.read(DEFAULT_TENANT, &tt, &tid).await {
+                Ok(rv) => out.push(rv),
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        crate::error::ErrorKind::NotFound | crate::error::ErrorKind::Gone
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for inc in &parsed.revinclude {
+        let targets: Vec<(Option<String>, String)> = found
+            .iter()
+            .map(|r| (Some(r.res_type.clone()), r.id.clone()))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let links = reference_params(inc)
+            .into_iter()
+            .map(|param| Condition::Reference {
+                param,
+                any_of: targets.clone(),
+            })
+            .collect();
+        let q = hearth_store::search::SearchQuery {
+            res_type: inc.source_type.clone(),
+            conditions: vec![Condition::AnyOf(links)],
+            after_id: None,
+            limit: state.max_page_size,
+        };
+        for rv in state.service.search(DEFAULT_TENANT, &q).await? {
+            if !seen(&out, &rv.res_type, &rv.id) {
+                out.push(rv);
+            }
+        }
+    }
+    Ok(out)
 }

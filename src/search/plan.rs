@@ -278,8 +278,8 @@ pub fn store_query(
     limit: u32,
     hash: &Hasher<'_>,
 ) -> Result<SearchQuery, ApiError> {
-    if !req.include.is_empty() || !req.revinclude.is_empty() {
-        return Err(not_yet("_include and _revinclude".into()));
+    if req.include.iter().chain(&req.revinclude).any(|i| i.iterate) {
+        return Err(not_yet(":iterate on _include and _revinclude".into()));
     }
     if !req.sort.is_empty() {
         return Err(not_yet("_sort".into()));

@@ -434,3 +434,80 @@ async fn totals_and_compartments(app: TestApp) {
     assert!(next.contains("/Patient/p2/Observation?"), "{next}");
 }
 both_backends!(totals_and_compartments);
+
+async fn includes_and_revincludes(app: TestApp) {
+    seed(&app).await;
+    let entries = |b: &Value| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = b["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|e| {
+                        let r = &e["resource"];
+                        (
+                            format!(
+                                "{}/{}",
+                                r["resourceType"].as_str().unwrap(),
+                                r["id"].as_str().unwrap()
+                            ),
+                            e["search"]["mode"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let (_, b) = json(
+        app.get("Observation?code=8867-4&_include=Observation:subject")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        entries(&b),
+        [
+            ("Observation/o1", "match"),
+            ("Observation/o3", "match"),
+            ("Patient/p1", "include"),
+            ("Patient/p2", "include")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let (_, b) = json(
+        app.get("Observation?_id=o2&_include=Observation:subject:Practitioner")
+            .await,
+    )
+    .await;
+    assert_eq!(entries(&b).len(), 1, "target type filter");
+    let (_, b) = json(
+        app.get("Patient?_id=p2&_revinclude=Observation:subject")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        entries(&b),
+        [
+            ("Observation/o2", "include"),
+            ("Observation/o3", "include"),
+            ("Patient/p2", "match")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let (_, b) = json(app.get("Observation?_id=o1&_include=Observation:*").await).await;
+    assert!(entries(&b).contains(&("Patient/p1".to_owned(), "include".to_owned())));
+    assert_eq!(
+        app.get("Observation?_include:iterate=Observation:subject")
+            .await
+            .status(),
+        501
+    );
+    assert_eq!(
+        app.get("Observation?_include=Observation:status")
+            .await
+            .status(),
+        400,
+        "not a reference parameter"
+    );
+}
+both_backends!(includes_and_revincludes);
