@@ -11,7 +11,7 @@ use hearth_store::search::{Condition, DateOp, IndexTable, NumberOp, NumberTest, 
 
 use super::extract::{IndexEntry, IndexValue, date_range};
 use super::normalize;
-use super::query::{Filter, Modifier, Prefix, SearchRequest, SearchValue, Summary};
+use super::query::{Criterion, Filter, Modifier, Prefix, SearchRequest, SearchValue, Summary};
 use crate::error::{ApiError, ErrorKind};
 use crate::fhir::search_params::{ParamType, SearchParam, r4};
 
@@ -271,6 +271,201 @@ fn dates(values: &[SearchValue]) -> Vec<(DateOp, i64, i64)> {
         .collect()
 }
 
+/// The store condition of one filter: a criterion (wrapped in its chain, from
+/// the last link outwards) or a `_has`.
+fn filter_condition(f: &Filter, hash: &Hasher<'_>) -> Result<Condition, ApiError> {
+    match f {
+        Filter::Criterion(c) => {
+            let mut condition = criterion_condition(c, hash)?;
+            for link in c.chain.iter().rev() {
+                condition = Condition::Chain {
+                    param: link.param.clone(),
+                    target_types: link.target_types.clone(),
+                    inner: Box::new(condition),
+                };
+            }
+            Ok(condition)
+        }
+        Filter::Has(h) => Ok(Condition::Has {
+            source_type: h.source_type.clone(),
+            param: h.reference_param.clone(),
+            inner: Box::new(filter_condition(&h.inner, hash)?),
+        }),
+    }
+}
+
+/// The store condition of one parameter on `c.resource_type`, ignoring its chain.
+fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, ApiError> {
+    let registry = r4();
+    let param = c.param.clone();
+    if param == "_id" {
+        let ids = c
+            .values
+            .iter()
+            .filter_map(|v| match v {
+                SearchValue::Token {
+                    system: None,
+                    code: Some(id),
+                } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        return Ok(Condition::Id(ids));
+    }
+    if param == "_lastUpdated" {
+        return Ok(Condition::LastUpdated(dates(&c.values)));
+    }
+    let def = registry
+        .get(&c.resource_type, &param)
+        .ok_or_else(|| ApiError::invalid(format!("unknown search parameter {param}")))?;
+    if !is_searchable(def) {
+        return Err(not_yet(format!("search parameter {param}")));
+    }
+    let hashed = c.kind == ParamType::String || is_identifying(def);
+    let table = match c.kind {
+        _ if hashed => IndexTable::StringHash,
+        ParamType::Token => IndexTable::Token,
+        ParamType::Number => IndexTable::Number,
+        ParamType::Quantity => IndexTable::Quantity,
+        ParamType::Uri => IndexTable::Uri,
+        ParamType::Reference => IndexTable::Reference,
+        _ => IndexTable::Date,
+    };
+    let condition = match (&c.modifier, c.kind) {
+        (Some(Modifier::Missing), _) => Condition::Missing {
+            param,
+            table,
+            missing: matches!(c.values.first(), Some(SearchValue::Missing(true))),
+        },
+        (None, ParamType::Token) if hashed => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                let SearchValue::Token { system, code } = v else {
+                    continue;
+                };
+                let input = match (system.as_deref(), code.as_deref()) {
+                    (None, Some(code)) => token_hash_input(&param, "*", code),
+                    (Some(system), Some(code)) => token_hash_input(&param, system, code),
+                    (Some(system), None) if !system.is_empty() => {
+                        token_hash_input(&param, system, "*")
+                    }
+                    _ => return Err(ApiError::invalid(format!("{param} needs a value"))),
+                };
+                any_of.push(hash(&input)?);
+            }
+            Condition::StringHash { param, any_of }
+        }
+        (None | Some(Modifier::Not), ParamType::Token) if !hashed => Condition::Token {
+            param,
+            any_of: c
+                .values
+                .iter()
+                .filter_map(|v| match v {
+                    SearchValue::Token { system, code } => Some((system.clone(), code.clone())),
+                    _ => None,
+                })
+                .collect(),
+            negate: c.modifier == Some(Modifier::Not),
+        },
+        (None | Some(Modifier::Type(_)), ParamType::Reference) => {
+            let mut by_target = Vec::new();
+            let mut by_url = Vec::new();
+            for v in &c.values {
+                if let SearchValue::Reference {
+                    target_type,
+                    id,
+                    url,
+                } = v
+                {
+                    match url {
+                        Some(u) => by_url.push(u.clone()),
+                        None => by_target.push((target_type.clone(), id.clone())),
+                    }
+                }
+            }
+            if !by_url.is_empty() && !by_target.is_empty() {
+                return Err(not_yet(format!("mixing URLs and ids in one {param} list")));
+            }
+            if by_url.is_empty() {
+                Condition::Reference {
+                    param,
+                    any_of: by_target,
+                }
+            } else {
+                Condition::ReferenceUrl {
+                    param,
+                    any_of: by_url,
+                }
+            }
+        }
+        (None, ParamType::Date) => Condition::Date {
+            param,
+            any_of: dates(&c.values),
+        },
+        (None, ParamType::Number) => Condition::Number {
+            param,
+            any_of: c
+                .values
+                .iter()
+                .filter_map(|v| match v {
+                    SearchValue::Number { prefix, value } => number_test(*prefix, value),
+                    _ => None,
+                })
+                .collect(),
+        },
+        (None, ParamType::Quantity) => Condition::Quantity {
+            param,
+            any_of: c
+                .values
+                .iter()
+                .filter_map(|v| match v {
+                    SearchValue::Quantity {
+                        prefix,
+                        value,
+                        system,
+                        code,
+                    } => Some((number_test(*prefix, value)?, system.clone(), code.clone())),
+                    _ => None,
+                })
+                .collect(),
+        },
+        (None | Some(Modifier::Below), ParamType::Uri) => Condition::Uri {
+            param,
+            any_of: c
+                .values
+                .iter()
+                .filter_map(|v| match v {
+                    SearchValue::Text(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect(),
+            below: c.modifier == Some(Modifier::Below),
+        },
+        (None | Some(Modifier::Exact), ParamType::String) => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                let SearchValue::Text(text) = v else { continue };
+                let input = if c.modifier == Some(Modifier::Exact) {
+                    exact_hash_input(&param, text)
+                } else {
+                    let normalized = normalize::string(text);
+                    if normalized.chars().count() > MAX_STRING_PREFIX {
+                        return Err(not_yet(format!(
+                            "{param} values longer than {MAX_STRING_PREFIX} characters"
+                        )));
+                    }
+                    prefix_hash_input(&param, &normalized)
+                };
+                any_of.push(hash(&input)?);
+            }
+            Condition::StringHash { param, any_of }
+        }
+        (Some(m), _) => return Err(not_yet(format!("modifier {m:?} on {param}"))),
+        _ => return Err(not_yet(format!("search parameter {param}"))),
+    };
+    Ok(condition)
+}
+
 /// Translates a parsed request into a store query (the first page after `after_id`).
 pub fn store_query(
     req: &SearchRequest,
@@ -293,185 +488,9 @@ pub fn store_query(
             "_summary (other than count and false) and _elements".into(),
         ));
     }
-    let registry = r4();
     let mut conditions = Vec::new();
     for f in &req.filters {
-        let c = match f {
-            Filter::Has(_) => return Err(not_yet("_has".into())),
-            Filter::Criterion(c) => c,
-        };
-        if !c.chain.is_empty() {
-            return Err(not_yet("chained parameters".into()));
-        }
-        let param = c.param.clone();
-        if param == "_id" {
-            let ids = c
-                .values
-                .iter()
-                .filter_map(|v| match v {
-                    SearchValue::Token {
-                        system: None,
-                        code: Some(id),
-                    } => Some(id.clone()),
-                    _ => None,
-                })
-                .collect();
-            conditions.push(Condition::Id(ids));
-            continue;
-        }
-        if param == "_lastUpdated" {
-            conditions.push(Condition::LastUpdated(dates(&c.values)));
-            continue;
-        }
-        let def = registry
-            .get(&req.resource_type, &param)
-            .ok_or_else(|| ApiError::invalid(format!("unknown search parameter {param}")))?;
-        if !is_searchable(def) {
-            return Err(not_yet(format!("search parameter {param}")));
-        }
-        let hashed = c.kind == ParamType::String || is_identifying(def);
-        let table = match c.kind {
-            _ if hashed => IndexTable::StringHash,
-            ParamType::Token => IndexTable::Token,
-            ParamType::Number => IndexTable::Number,
-            ParamType::Quantity => IndexTable::Quantity,
-            ParamType::Uri => IndexTable::Uri,
-            ParamType::Reference => IndexTable::Reference,
-            _ => IndexTable::Date,
-        };
-        let condition = match (&c.modifier, c.kind) {
-            (Some(Modifier::Missing), _) => Condition::Missing {
-                param,
-                table,
-                missing: matches!(c.values.first(), Some(SearchValue::Missing(true))),
-            },
-            (None, ParamType::Token) if hashed => {
-                let mut any_of = Vec::new();
-                for v in &c.values {
-                    let SearchValue::Token { system, code } = v else {
-                        continue;
-                    };
-                    let input = match (system.as_deref(), code.as_deref()) {
-                        (None, Some(code)) => token_hash_input(&param, "*", code),
-                        (Some(system), Some(code)) => token_hash_input(&param, system, code),
-                        (Some(system), None) if !system.is_empty() => {
-                            token_hash_input(&param, system, "*")
-                        }
-                        _ => return Err(ApiError::invalid(format!("{param} needs a value"))),
-                    };
-                    any_of.push(hash(&input)?);
-                }
-                Condition::StringHash { param, any_of }
-            }
-            (None | Some(Modifier::Not), ParamType::Token) if !hashed => Condition::Token {
-                param,
-                any_of: c
-                    .values
-                    .iter()
-                    .filter_map(|v| match v {
-                        SearchValue::Token { system, code } => Some((system.clone(), code.clone())),
-                        _ => None,
-                    })
-                    .collect(),
-                negate: c.modifier == Some(Modifier::Not),
-            },
-            (None | Some(Modifier::Type(_)), ParamType::Reference) => {
-                let mut by_target = Vec::new();
-                let mut by_url = Vec::new();
-                for v in &c.values {
-                    if let SearchValue::Reference {
-                        target_type,
-                        id,
-                        url,
-                    } = v
-                    {
-                        match url {
-                            Some(u) => by_url.push(u.clone()),
-                            None => by_target.push((target_type.clone(), id.clone())),
-                        }
-                    }
-                }
-                if !by_url.is_empty() && !by_target.is_empty() {
-                    return Err(not_yet(format!("mixing URLs and ids in one {param} list")));
-                }
-                if by_url.is_empty() {
-                    Condition::Reference {
-                        param,
-                        any_of: by_target,
-                    }
-                } else {
-                    Condition::ReferenceUrl {
-                        param,
-                        any_of: by_url,
-                    }
-                }
-            }
-            (None, ParamType::Date) => Condition::Date {
-                param,
-                any_of: dates(&c.values),
-            },
-            (None, ParamType::Number) => Condition::Number {
-                param,
-                any_of: c
-                    .values
-                    .iter()
-                    .filter_map(|v| match v {
-                        SearchValue::Number { prefix, value } => number_test(*prefix, value),
-                        _ => None,
-                    })
-                    .collect(),
-            },
-            (None, ParamType::Quantity) => Condition::Quantity {
-                param,
-                any_of: c
-                    .values
-                    .iter()
-                    .filter_map(|v| match v {
-                        SearchValue::Quantity {
-                            prefix,
-                            value,
-                            system,
-                            code,
-                        } => Some((number_test(*prefix, value)?, system.clone(), code.clone())),
-                        _ => None,
-                    })
-                    .collect(),
-            },
-            (None | Some(Modifier::Below), ParamType::Uri) => Condition::Uri {
-                param,
-                any_of: c
-                    .values
-                    .iter()
-                    .filter_map(|v| match v {
-                        SearchValue::Text(t) => Some(t.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-                below: c.modifier == Some(Modifier::Below),
-            },
-            (None | Some(Modifier::Exact), ParamType::String) => {
-                let mut any_of = Vec::new();
-                for v in &c.values {
-                    let SearchValue::Text(text) = v else { continue };
-                    let input = if c.modifier == Some(Modifier::Exact) {
-                        exact_hash_input(&param, text)
-                    } else {
-                        let normalized = normalize::string(text);
-                        if normalized.chars().count() > MAX_STRING_PREFIX {
-                            return Err(not_yet(format!(
-                                "{param} values longer than {MAX_STRING_PREFIX} characters"
-                            )));
-                        }
-                        prefix_hash_input(&param, &normalized)
-                    };
-                    any_of.push(hash(&input)?);
-                }
-                Condition::StringHash { param, any_of }
-            }
-            (Some(m), _) => return Err(not_yet(format!("modifier {m:?} on {param}"))),
-            _ => return Err(not_yet(format!("search parameter {param}"))),
-        };
-        conditions.push(condition);
+        conditions.push(filter_condition(f, hash)?);
     }
     Ok(SearchQuery {
         res_type: req.resource_type.clone(),

@@ -511,3 +511,92 @@ async fn includes_and_revincludes(app: TestApp) {
     );
 }
 both_backends!(includes_and_revincludes);
+
+async fn chains_and_has(app: TestApp) {
+    seed(&app).await;
+    let org = json!({"resourceType": "Organization", "id": "org1", "name": "Acme Hospital", "active": true});
+    assert!(
+        app.put("Organization/org1", org.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    let p3 = json!({"resourceType": "Patient", "id": "p3", "gender": "male", "name": [{"family": "Chalmers"}],
+                    "managingOrganization": {"reference": "Organization/org1"}});
+    assert!(
+        app.put("Patient/p3", p3.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert!(
+        app.put(
+            "Observation/o4",
+            obs("o4", "1234-5", "p3", "2017").to_string()
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    assert!(
+        app.put(
+            "Encounter/e1",
+            json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+        "class": {"code": "AMB"}, "subject": {"reference": "Patient/p3"}})
+            .to_string()
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    // Chains, through tokens, keyed strings and two links.
+    assert_eq!(
+        ids(&app, "Observation?subject:Patient.gender=female").await,
+        ["o1"]
+    );
+    assert_eq!(
+        ids(&app, "Observation?patient.gender=male").await,
+        ["o2", "o3", "o4"]
+    );
+    assert_eq!(ids(&app, "Encounter?subject.name=chal").await, ["e1"]);
+    assert_eq!(
+        ids(&app, "Encounter?subject:Patient.name=zzz").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&app, "Observation?patient.organization.name=acme").await,
+        ["o4"]
+    );
+    // Reverse chains, nested.
+    assert_eq!(
+        ids(&app, "Patient?_has:Observation:patient:code=1234-5").await,
+        ["p2", "p3"]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "Patient?_has:Observation:patient:code=8867-4&gender=female"
+        )
+        .await,
+        ["p1"]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "Organization?_has:Patient:organization:_has:Encounter:patient:status=finished"
+        )
+        .await,
+        ["org1"]
+    );
+    assert_eq!(
+        ids(&app, "Patient?_has:Observation:patient:date=ge2017").await,
+        ["p3"]
+    );
+    // A deleted referrer no longer counts.
+    assert_eq!(app.delete("Observation/o4").await.status(), 204);
+    assert_eq!(
+        ids(&app, "Patient?_has:Observation:patient:code=1234-5").await,
+        ["p2"]
+    );
+}
+both_backends!(chains_and_has);

@@ -58,6 +58,20 @@ pub struct NumberTest {
 pub enum Condition {
     /// Any of these conditions (compartments: any of the linking parameters).
     AnyOf(Vec<Condition>),
+    /// A chained parameter: a reference `param` to one of `target_types` whose
+    /// current target meets `inner`.
+    Chain {
+        param: String,
+        target_types: Vec<String>,
+        inner: Box<Condition>,
+    },
+    /// `_has`: some live `source_type` resource refers to this one through `param`
+    /// and meets `inner`.
+    Has {
+        source_type: String,
+        param: String,
+        inner: Box<Condition>,
+    },
     /// `system`: `None` any system, `Some("")` no system. `code`: `None` any code.
     Token {
         param: String,
@@ -235,19 +249,56 @@ impl Sql {
     }
 }
 
-fn exists(table: IndexTable, param_bind: &str, filter: &str) -> String {
+/// `EXISTS` over an index table for the resource row aliased `r`.
+fn exists(table: IndexTable, r: &str, param_bind: &str, filter: &str) -> String {
     format!(
-        "EXISTS (SELECT 1 FROM {t} x WHERE x.tenant = r.tenant AND x.res_type = r.res_type \
-         AND x.res_id = r.id AND x.param = {param_bind} AND ({filter}))",
+        "EXISTS (SELECT 1 FROM {t} x WHERE x.tenant = {r}.tenant AND x.res_type = {r}.res_type \
+         AND x.res_id = {r}.id AND x.param = {param_bind} AND ({filter}))",
         t = table.name()
     )
 }
 
-/// The SQL of one condition, on the resource row `r`.
-fn clause(sql: &mut Sql, c: &Condition) -> String {
+/// The SQL of one condition on the resource row aliased `r`; `depth` keeps the
+/// aliases of nested chains and `_has` apart.
+fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
     match c {
+        Condition::Chain {
+            param,
+            target_types,
+            inner,
+        } => {
+            let p = sql.text(param);
+            let types: Vec<String> = target_types.iter().map(|t| sql.text(t)).collect();
+            let r2 = format!("c{}", depth + 1);
+            let inner = clause(sql, inner, &r2, depth + 1);
+            format!(
+                "EXISTS (SELECT 1 FROM idx_reference x WHERE x.tenant = {r}.tenant AND x.res_type = {r}.res_type \
+                 AND x.res_id = {r}.id AND x.param = {p} AND x.target_type IN ({types}) AND EXISTS (\
+                 SELECT 1 FROM resources {r2} WHERE {r2}.tenant = x.tenant AND {r2}.res_type = x.target_type \
+                 AND {r2}.id = x.target_id AND NOT {r2}.deleted AND ({inner})))",
+                types = types.join(", ")
+            )
+        }
+        Condition::Has {
+            source_type,
+            param,
+            inner,
+        } => {
+            let (h, y) = (format!("h{}", depth + 1), format!("y{}", depth + 1));
+            let (st, p) = (sql.text(source_type), sql.text(param));
+            let inner = clause(sql, inner, &h, depth + 1);
+            format!(
+                "EXISTS (SELECT 1 FROM resources {h} JOIN idx_reference {y} ON {y}.tenant = {h}.tenant \
+                 AND {y}.res_type = {h}.res_type AND {y}.res_id = {h}.id WHERE {h}.tenant = {r}.tenant \
+                 AND {h}.res_type = {st} AND NOT {h}.deleted AND {y}.param = {p} \
+                 AND {y}.target_type = {r}.res_type AND {y}.target_id = {r}.id AND ({inner}))"
+            )
+        }
         Condition::AnyOf(alternatives) => {
-            let parts: Vec<String> = alternatives.iter().map(|a| clause(sql, a)).collect();
+            let parts: Vec<String> = alternatives
+                .iter()
+                .map(|a| clause(sql, a, r, depth))
+                .collect();
             format!("({})", parts.join(" OR "))
         }
         Condition::Token {
@@ -273,7 +324,7 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                     }
                 })
                 .collect();
-            let e = exists(IndexTable::Token, &p, &alternatives.join(" OR "));
+            let e = exists(IndexTable::Token, r, &p, &alternatives.join(" OR "));
             if *negate { format!("NOT {e}") } else { e }
         }
         Condition::Reference { param, any_of } => {
@@ -289,12 +340,12 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                     None => format!("x.target_id = {}", sql.text(id)),
                 })
                 .collect();
-            exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+            exists(IndexTable::Reference, r, &p, &alternatives.join(" OR "))
         }
         Condition::Number { param, any_of } => {
             let p = sql.text(param);
             let alternatives: Vec<String> = any_of.iter().map(|t| sql.number(t)).collect();
-            exists(IndexTable::Number, &p, &alternatives.join(" OR "))
+            exists(IndexTable::Number, r, &p, &alternatives.join(" OR "))
         }
         Condition::Quantity { param, any_of } => {
             let p = sql.text(param);
@@ -317,7 +368,7 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                     format!("({})", parts.join(" AND "))
                 })
                 .collect();
-            exists(IndexTable::Quantity, &p, &alternatives.join(" OR "))
+            exists(IndexTable::Quantity, r, &p, &alternatives.join(" OR "))
         }
         Condition::Uri {
             param,
@@ -339,7 +390,7 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                     }
                 })
                 .collect();
-            exists(IndexTable::Uri, &p, &alternatives.join(" OR "))
+            exists(IndexTable::Uri, r, &p, &alternatives.join(" OR "))
         }
         Condition::StringHash { param, any_of } => {
             let p = sql.text(param);
@@ -347,7 +398,7 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                 .iter()
                 .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
                 .collect();
-            exists(IndexTable::StringHash, &p, &alternatives.join(" OR "))
+            exists(IndexTable::StringHash, r, &p, &alternatives.join(" OR "))
         }
         Condition::ReferenceUrl { param, any_of } => {
             let p = sql.text(param);
@@ -355,7 +406,7 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                 .iter()
                 .map(|u| format!("x.url = {}", sql.text(u)))
                 .collect();
-            exists(IndexTable::Reference, &p, &alternatives.join(" OR "))
+            exists(IndexTable::Reference, r, &p, &alternatives.join(" OR "))
         }
         Condition::Date { param, any_of } => {
             let p = sql.text(param);
@@ -363,7 +414,7 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
                 .iter()
                 .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
                 .collect();
-            exists(IndexTable::Date, &p, &alternatives.join(" OR "))
+            exists(IndexTable::Date, r, &p, &alternatives.join(" OR "))
         }
         Condition::Missing {
             param,
@@ -371,19 +422,25 @@ fn clause(sql: &mut Sql, c: &Condition) -> String {
             missing,
         } => {
             let p = sql.text(param);
-            let e = exists(*table, &p, "1 = 1");
+            let e = exists(*table, r, &p, "1 = 1");
             if *missing { format!("NOT {e}") } else { e }
         }
         Condition::Id(ids) => {
             let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
-            format!("r.id IN ({})", alternatives.join(", "))
+            format!("{r}.id IN ({})", alternatives.join(", "))
         }
         Condition::LastUpdated(any_of) => {
             // A version's lastUpdated is an instant: a one-microsecond range.
             let alternatives: Vec<String> = any_of
                 .iter()
                 .map(|(op, from, to)| {
-                    sql.date(*op, "r.last_updated", "(r.last_updated + 1)", *from, *to)
+                    sql.date(
+                        *op,
+                        &format!("{r}.last_updated"),
+                        &format!("({r}.last_updated + 1)"),
+                        *from,
+                        *to,
+                    )
                 })
                 .collect();
             format!("({})", alternatives.join(" OR "))
@@ -404,7 +461,7 @@ fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (St
         "NOT r.deleted".to_owned(),
     ];
     for c in &q.conditions {
-        let c = clause(&mut sql, c);
+        let c = clause(&mut sql, c, "r", 0);
         clauses.push(c);
     }
     if let Some(after) = &q.after_id {
