@@ -8,7 +8,7 @@ use hearth_store::{
     WriteIntent, WriteKind, WriteOutcome,
 };
 
-use hearth_store::search::SearchQuery;
+use hearth_store::search::{Cursor, SearchQuery};
 
 use crate::crypto::{BodyAad, CryptoError, KeyRing};
 use crate::error::{ApiError, ErrorKind, IssueType, OutcomeIssue};
@@ -284,11 +284,11 @@ impl Service {
         &self,
         tenant: &str,
         query: &SearchQuery,
-    ) -> Result<Vec<ResourceVersion>, ApiError> {
+    ) -> Result<Vec<(ResourceVersion, Cursor)>, ApiError> {
         let found = self.store.search(tenant, query).await?;
         let mut out = Vec::with_capacity(found.len());
         for v in found {
-            out.push(self.open(tenant, v).await?);
+            out.push((self.open(tenant, v.version).await?, v.cursor));
         }
         Ok(out)
     }

@@ -75,7 +75,7 @@ impl Store for AnyStore {
         &self,
         tenant: &str,
         q: &hearth_store::search::SearchQuery,
-    ) -> StoreResult<Vec<StoredVersion>> {
+    ) -> StoreResult<Vec<hearth_store::search::SearchHit>> {
         delegate!(self, s => s.search(tenant, q))
     }
 

@@ -16,7 +16,7 @@ use crate::search::{plan, query};
 use crate::service::{ResourceVersion, new_id};
 use crate::store::DEFAULT_TENANT;
 use crate::time::{format_instant, now_micros};
-use hearth_store::search::Condition;
+use hearth_store::search::{Condition, Cursor};
 
 fn pairs(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
@@ -86,7 +86,14 @@ async fn run(
         .count
         .unwrap_or(state.default_search_count)
         .min(state.max_page_size);
-    let mut q = plan::store_query(&parsed, page.clone(), count + 1, &|input| {
+    let after = match &page {
+        None => None,
+        Some(p) => Some(
+            Cursor::decode(p)
+                .ok_or_else(|| ApiError::invalid("_page is not a valid page position"))?,
+        ),
+    };
+    let mut q = plan::store_query(&parsed, after, count + 1, &|input| {
         state.service.search_hash(DEFAULT_TENANT, input)
     })?;
     q.conditions.extend(within);
@@ -96,17 +103,18 @@ async fn run(
     } else {
         None
     };
-    let mut found = if only_count {
+    let mut hits = if only_count {
         Vec::new()
     } else {
         state.service.search(DEFAULT_TENANT, &q).await?
     };
-    let next = if found.len() > count as usize {
-        found.truncate(count as usize);
-        found.last().map(|r| r.id.clone())
+    let next = if hits.len() > count as usize {
+        hits.truncate(count as usize);
+        hits.last().map(|(_, cursor)| cursor.encode())
     } else {
         None
     };
+    let found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();
     let included = if only_count {
         Vec::new()
     } else {
@@ -351,10 +359,11 @@ async fn includes(
         let q = hearth_store::search::SearchQuery {
             res_type: inc.source_type.clone(),
             conditions: vec![Condition::AnyOf(links)],
-            after_id: None,
+            sort: None,
+            after: None,
             limit: state.max_page_size,
         };
-        for rv in state.service.search(DEFAULT_TENANT, &q).await? {
+        for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
             if !seen(&out, &rv.res_type, &rv.id) {
                 out.push(rv);
             }

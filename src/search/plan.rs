@@ -7,7 +7,9 @@
 //! rather than a wrong result.
 
 use hearth_store::IndexRow;
-use hearth_store::search::{Condition, DateOp, IndexTable, NumberOp, NumberTest, SearchQuery};
+use hearth_store::search::{
+    Condition, Cursor, DateOp, IndexTable, NumberOp, NumberTest, SearchQuery, Sort, SortKey,
+};
 
 use super::extract::{IndexEntry, IndexValue, date_range};
 use super::normalize;
@@ -466,18 +468,51 @@ fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, Ap
     Ok(condition)
 }
 
-/// Translates a parsed request into a store query (the first page after `after_id`).
+/// The sort of a request: one key (a date or number parameter, or
+/// `_lastUpdated`), then id. Other keys answer 501.
+fn sort(req: &SearchRequest) -> Result<Option<Sort>, ApiError> {
+    let (code, descending) = match req.sort.as_slice() {
+        [] => return Ok(None),
+        [(code, descending)] => (code.as_str(), *descending),
+        _ => return Err(not_yet("_sort on more than one parameter".into())),
+    };
+    let key = match code {
+        "_lastUpdated" => SortKey::LastUpdated,
+        "_id" => {
+            return Err(not_yet(
+                "_sort on _id (results are in id order by default)".into(),
+            ));
+        }
+        _ => {
+            let def = r4()
+                .get(&req.resource_type, code)
+                .ok_or_else(|| ApiError::invalid(format!("unknown sort parameter {code}")))?;
+            match def.kind {
+                ParamType::Date if is_searchable(def) => SortKey::Date(code.to_owned()),
+                ParamType::Number => SortKey::Value {
+                    table: IndexTable::Number,
+                    param: code.to_owned(),
+                },
+                ParamType::Quantity => SortKey::Value {
+                    table: IndexTable::Quantity,
+                    param: code.to_owned(),
+                },
+                _ => return Err(not_yet(format!("_sort on {code}"))),
+            }
+        }
+    };
+    Ok(Some(Sort { key, descending }))
+}
+
+/// Translates a parsed request into a store query (the page after `after`).
 pub fn store_query(
     req: &SearchRequest,
-    after_id: Option<String>,
+    after: Option<Cursor>,
     limit: u32,
     hash: &Hasher<'_>,
 ) -> Result<SearchQuery, ApiError> {
     if req.include.iter().chain(&req.revinclude).any(|i| i.iterate) {
         return Err(not_yet(":iterate on _include and _revinclude".into()));
-    }
-    if !req.sort.is_empty() {
-        return Err(not_yet("_sort".into()));
     }
     if req
         .summary
@@ -495,7 +530,8 @@ pub fn store_query(
     Ok(SearchQuery {
         res_type: req.resource_type.clone(),
         conditions,
-        after_id,
+        sort: sort(req)?,
+        after,
         limit,
     })
 }

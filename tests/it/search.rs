@@ -600,3 +600,87 @@ async fn chains_and_has(app: TestApp) {
     );
 }
 both_backends!(chains_and_has);
+
+/// Follows `next` links from `query`, collecting ids in order.
+async fn walk(app: &TestApp, query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (status, mut page) = json(app.get(query).await).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    loop {
+        if let Some(entries) = page["entry"].as_array() {
+            out.extend(
+                entries
+                    .iter()
+                    .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
+            );
+        }
+        let next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+        let Some(next) = next else { return out };
+        let (status, p) = json(app.client.get(&next).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{next}: {p}");
+        page = p;
+    }
+}
+
+async fn sorting_with_keyset_pages(app: TestApp) {
+    seed(&app).await;
+    // o4 has no date: it sorts last both ways.
+    let no_date = json!({"resourceType": "Observation", "id": "o4", "status": "final", "code": {"text": "x"}});
+    assert!(
+        app.put("Observation/o4", no_date.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        walk(&app, "Observation?_sort=date&_count=1").await,
+        ["o2", "o1", "o3", "o4"]
+    );
+    assert_eq!(
+        walk(&app, "Observation?_sort=-date&_count=1").await,
+        ["o3", "o1", "o2", "o4"]
+    );
+    assert_eq!(
+        walk(&app, "Observation?_sort=-date&_count=2&code=8867-4").await,
+        ["o3", "o1"]
+    );
+    assert_eq!(
+        walk(&app, "Observation?_sort=-_lastUpdated&_count=3")
+            .await
+            .first()
+            .map(String::as_str),
+        Some("o4")
+    );
+    for (id, v) in [("q1", "5"), ("q2", "1.5"), ("q3", "30")] {
+        let body = format!(
+            r#"{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"text":"q"}},"valueQuantity":{{"value":{v}}}}}"#
+        );
+        assert!(
+            app.put(&format!("Observation/{id}"), body)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    assert_eq!(
+        walk(
+            &app,
+            "Observation?_sort=value-quantity&_count=1&_id=q1,q2,q3"
+        )
+        .await,
+        ["q2", "q1", "q3"]
+    );
+    assert_eq!(app.get("Observation?_sort=code").await.status(), 501);
+    assert_eq!(app.get("Observation?_sort=date,code").await.status(), 501);
+    assert_eq!(app.get("Observation?_page=i12~").await.status(), 200);
+    assert_eq!(
+        app.get("Observation?_sort=date&_page=x1~o1").await.status(),
+        400
+    );
+}
+both_backends!(sorting_with_keyset_pages);

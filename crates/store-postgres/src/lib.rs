@@ -10,11 +10,13 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
-    history_version_columns, idx_date, idx_number, idx_quantity, idx_reference, idx_string_hash,
-    idx_token, idx_uri, resource_history, resources,
+    CountRow, IndexInserts, KeyRow, NewVersion, SearchRow, VersionRow, data_keys,
+    hearth_migrations, history_version_columns, idx_date, idx_number, idx_quantity, idx_reference,
+    idx_string_hash, idx_token, idx_uri, resource_history, resources,
 };
-use hearth_store::search::{Placeholders, SearchQuery, bound_query, count_sql, search_sql};
+use hearth_store::search::{
+    Placeholders, SearchHit, SearchQuery, bound_query, count_sql, search_sql,
+};
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteKind, WriteOutcome, WritePlan,
@@ -297,13 +299,13 @@ impl hearth_store::Store for PgStore {
             .collect())
     }
 
-    async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<StoredVersion>> {
+    async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         let (sql, binds) = search_sql(tenant, q, Placeholders::Numbered);
         let mut c = self.conn().await?;
-        let rows: Vec<VersionRow> = bound_query::<diesel::pg::Pg>(sql, binds)
+        let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds)
             .load(&mut c)
             .await?;
-        Ok(rows.into_iter().map(StoredVersion::from).collect())
+        Ok(rows.into_iter().map(SearchHit::from).collect())
     }
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {

@@ -9,11 +9,13 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, VersionRow, data_keys, hearth_migrations,
-    history_version_columns, idx_date, idx_number, idx_quantity, idx_reference, idx_string_hash,
-    idx_token, idx_uri, resource_history, resources,
+    CountRow, IndexInserts, KeyRow, NewVersion, SearchRow, VersionRow, data_keys,
+    hearth_migrations, history_version_columns, idx_date, idx_number, idx_quantity, idx_reference,
+    idx_string_hash, idx_token, idx_uri, resource_history, resources,
 };
-use hearth_store::search::{Placeholders, SearchQuery, bound_query, count_sql, search_sql};
+use hearth_store::search::{
+    Placeholders, SearchHit, SearchQuery, bound_query, count_sql, search_sql,
+};
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
     StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteOutcome, WritePlan,
@@ -352,12 +354,11 @@ impl hearth_store::Store for SqliteStore {
         .await
     }
 
-    async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<StoredVersion>> {
+    async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         let (sql, binds) = search_sql(tenant, q, Placeholders::Question);
         self.with_reader(move |c| {
-            let rows: Vec<VersionRow> =
-                bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
-            Ok(rows.into_iter().map(StoredVersion::from).collect())
+            let rows: Vec<SearchRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
+            Ok(rows.into_iter().map(SearchHit::from).collect())
         })
         .await
     }

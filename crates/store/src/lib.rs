@@ -272,7 +272,7 @@ pub trait Store: Send + Sync {
         &self,
         tenant: &str,
         query: &search::SearchQuery,
-    ) -> impl Future<Output = StoreResult<Vec<StoredVersion>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<search::SearchHit>>> + Send;
 
     /// All data keys of a tenant, oldest first.
     fn data_keys(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<WrappedKey>>> + Send;

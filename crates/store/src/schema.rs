@@ -505,3 +505,29 @@ pub struct CountRow {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub n: i64,
 }
+
+/// A search result row: the version and its sort key (one of the two, or none).
+#[derive(QueryableByName)]
+pub struct SearchRow {
+    #[diesel(embed)]
+    pub version: VersionRow,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    pub sort_int: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+    pub sort_real: Option<f64>,
+}
+
+impl From<SearchRow> for crate::search::SearchHit {
+    fn from(r: SearchRow) -> Self {
+        let id = r.version.id.clone();
+        let cursor = match (r.sort_int, r.sort_real) {
+            (Some(k), _) => crate::search::Cursor::Int(k, id),
+            (None, Some(k)) => crate::search::Cursor::Real(k, id),
+            (None, None) => crate::search::Cursor::Id(id),
+        };
+        crate::search::SearchHit {
+            version: r.version.into(),
+            cursor,
+        }
+    }
+}

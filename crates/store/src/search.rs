@@ -147,9 +147,69 @@ impl IndexTable {
 pub struct SearchQuery {
     pub res_type: String,
     pub conditions: Vec<Condition>,
-    /// Keyset paging: only ids after this one.
-    pub after_id: Option<String>,
+    /// The order of results after the optional sort key: always by id last.
+    pub sort: Option<Sort>,
+    /// Keyset paging: only results after this position.
+    pub after: Option<Cursor>,
     pub limit: u32,
+}
+
+/// What results can be sorted by (numeric keys, so that the order and the
+/// keyset comparison are exact on both backends).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SortKey {
+    LastUpdated,
+    /// A date parameter: its earliest start ascending, its latest end descending.
+    Date(String),
+    /// A number or quantity parameter (`table` says which).
+    Value {
+        table: IndexTable,
+        param: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+/// One result of a search, with its position for the next page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    pub version: crate::StoredVersion,
+    pub cursor: Cursor,
+}
+
+/// A position in a result list: the sort key of the last row shown (when
+/// sorted) and its id.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cursor {
+    Id(String),
+    Int(i64, String),
+    Real(f64, String),
+}
+
+impl Cursor {
+    /// The text form used in `_page` links.
+    pub fn encode(&self) -> String {
+        match self {
+            Cursor::Id(id) => id.clone(),
+            Cursor::Int(k, id) => format!("i{k}~{id}"),
+            Cursor::Real(k, id) => format!("r{k:e}~{id}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        match s.rsplit_once('~') {
+            None => Some(Cursor::Id(s.to_owned())),
+            Some((key, id)) => match key.split_at_checked(1)? {
+                ("i", k) => Some(Cursor::Int(k.parse().ok()?, id.to_owned())),
+                ("r", k) => Some(Cursor::Real(k.parse().ok()?, id.to_owned())),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// A bound value.
@@ -165,7 +225,7 @@ pub enum Bind {
 pub enum Placeholders {
     /// `$1`, `$2`, … (PostgreSQL)
     Numbered,
-    /// `?` (SQLite)
+    /// `?1`, `?2`, … (SQLite's numbered form)
     Question,
 }
 
@@ -176,13 +236,13 @@ struct Sql {
 }
 
 impl Sql {
-    /// Binds a value and returns its placeholder. Placeholders must appear in the
-    /// SQL in the order they are bound: SQLite's `?` is positional.
+    /// Binds a value and returns its numbered placeholder (so the SQL may use
+    /// placeholders in any order, on both backends).
     fn bind(&mut self, b: Bind) -> String {
         self.binds.push(b);
         match self.style {
             Placeholders::Numbered => format!("${}", self.binds.len()),
-            Placeholders::Question => "?".to_owned(),
+            Placeholders::Question => format!("?{}", self.binds.len()),
         }
     }
 
@@ -464,10 +524,6 @@ fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (St
         let c = clause(&mut sql, c, "r", 0);
         clauses.push(c);
     }
-    if let Some(after) = &q.after_id {
-        let a = sql.text(after);
-        clauses.push(format!("r.id > {a}"));
-    }
     if count {
         sql.text = format!(
             "SELECT COUNT(*) AS n FROM resources r WHERE {}",
@@ -475,10 +531,101 @@ fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (St
         );
         return (sql.text, sql.binds);
     }
+    // The sort key, written out wherever it is used (so its binds stay in order);
+    // resources without a value sort last either way.
+    let key = |sql: &mut Sql| -> Option<(String, bool)> {
+        let sort = q.sort.as_ref()?;
+        let d = sort.descending;
+        let (expr, real) = match &sort.key {
+            SortKey::LastUpdated => ("r.last_updated".to_owned(), false),
+            SortKey::Date(param) => {
+                let p = sql.text(param);
+                let agg = if d { "MAX(x.high)" } else { "MIN(x.low)" };
+                (
+                    format!(
+                        "(SELECT {agg} FROM idx_date x WHERE x.tenant = r.tenant AND x.res_type = r.res_type \
+                         AND x.res_id = r.id AND x.param = {p})"
+                    ),
+                    false,
+                )
+            }
+            SortKey::Value { table, param } => {
+                let p = sql.text(param);
+                let agg = if d { "MAX(x.value)" } else { "MIN(x.value)" };
+                (
+                    format!(
+                        "(SELECT {agg} FROM {t} x WHERE x.tenant = r.tenant AND x.res_type = r.res_type \
+                         AND x.res_id = r.id AND x.param = {p})",
+                        t = table.name()
+                    ),
+                    true,
+                )
+            }
+        };
+        let missing = match (real, d) {
+            (false, false) => sql.int(i64::MAX),
+            (false, true) => sql.int(i64::MIN),
+            (true, false) => sql.bind(Bind::Float(f64::MAX)),
+            (true, true) => sql.bind(Bind::Float(f64::MIN)),
+        };
+        Some((format!("COALESCE({expr}, {missing})"), real))
+    };
+    match &q.after {
+        None => {}
+        Some(Cursor::Id(id)) => {
+            let a = sql.text(id);
+            clauses.push(format!("r.id > {a}"));
+        }
+        Some(cursor) => {
+            let op = if q.sort.as_ref().is_some_and(|s| s.descending) {
+                "<"
+            } else {
+                ">"
+            };
+            let value = |sql: &mut Sql| match cursor {
+                Cursor::Int(v, _) => sql.int(*v),
+                Cursor::Real(v, _) => sql.bind(Bind::Float(*v)),
+                Cursor::Id(_) => unreachable!("handled above"),
+            };
+            let id = match cursor {
+                Cursor::Int(_, id) | Cursor::Real(_, id) | Cursor::Id(id) => id,
+            };
+            // Each placeholder is bound in the order it appears.
+            let k1 = key(&mut sql).map_or_else(|| "0".to_owned(), |(e, _)| e);
+            let v1 = value(&mut sql);
+            let k2 = key(&mut sql).map_or_else(|| "0".to_owned(), |(e, _)| e);
+            let v2 = value(&mut sql);
+            let id = sql.text(id);
+            clauses.push(format!("({k1} {op} {v1} OR ({k2} = {v2} AND r.id > {id}))"));
+        }
+    }
+    let (select_key, order) = match key(&mut sql) {
+        Some((e, false)) => (
+            format!("{e} AS sort_int, CAST(NULL AS DOUBLE PRECISION) AS sort_real"),
+            if q.sort.as_ref().is_some_and(|s| s.descending) {
+                "sort_int DESC, r.id"
+            } else {
+                "sort_int, r.id"
+            },
+        ),
+        Some((e, true)) => (
+            format!("CAST(NULL AS BIGINT) AS sort_int, {e} AS sort_real"),
+            if q.sort.as_ref().is_some_and(|s| s.descending) {
+                "sort_real DESC, r.id"
+            } else {
+                "sort_real, r.id"
+            },
+        ),
+        None => (
+            "CAST(NULL AS BIGINT) AS sort_int, CAST(NULL AS DOUBLE PRECISION) AS sort_real"
+                .to_owned(),
+            "r.id",
+        ),
+    };
     let limit = sql.int(i64::from(q.limit));
     sql.text = format!(
-        "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body \
-         FROM resources r WHERE {} ORDER BY r.id LIMIT {limit}",
+        "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, {select_key} \
+         FROM resources r WHERE {} ORDER BY {order} LIMIT {limit}",
         clauses.join(" AND ")
     );
     (sql.text, sql.binds)
@@ -491,11 +638,8 @@ pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String
 
 /// The SQL and binds counting all matches of a search (`_total`); one column `n`.
 pub fn count_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
-    let q = SearchQuery {
-        after_id: None,
-        ..q.clone()
-    };
-    build(tenant, &q, style, true)
+    // Counting ignores the sort and the page position (both come after it in `build`).
+    build(tenant, q, style, true)
 }
 
 /// A raw SQL query with its values bound, for either backend.
@@ -549,7 +693,8 @@ mod tests {
                     any_of: vec![(DateOp::EndsAfterStart, 10, 20)],
                 },
             ],
-            after_id: Some("abc".into()),
+            sort: None,
+            after: Some(Cursor::Id("abc".into())),
             limit: 21,
         };
         let (sql, binds) = search_sql("default", &q, Placeholders::Numbered);
