@@ -233,6 +233,8 @@ struct Sql {
     text: String,
     binds: Vec<Bind>,
     style: Placeholders,
+    /// The placeholder of the tenant (bound first, reused everywhere).
+    tenant: String,
 }
 
 impl Sql {
@@ -309,18 +311,37 @@ impl Sql {
     }
 }
 
-/// `EXISTS` over an index table for the resource row aliased `r`.
-fn exists(table: IndexTable, r: &str, param_bind: &str, filter: &str) -> String {
+/// Which resource rows a condition applies to: an alias and the SQL that
+/// constrains their type (`= $2`, `IN ($5, $6)`).
+struct Scope {
+    r: String,
+    types: String,
+}
+
+/// The resources (of the scope) that have a row in an index table meeting
+/// `filter`. Written as an uncorrelated `IN`, so the database builds the set once
+/// from the value index instead of probing per resource.
+fn member(
+    tenant: &str,
+    scope: &Scope,
+    table: IndexTable,
+    param_bind: &str,
+    filter: &str,
+) -> String {
     format!(
-        "EXISTS (SELECT 1 FROM {t} x WHERE x.tenant = {r}.tenant AND x.res_type = {r}.res_type \
-         AND x.res_id = {r}.id AND x.param = {param_bind} AND ({filter}))",
+        "({r}.res_type, {r}.id) IN (SELECT x.res_type, x.res_id FROM {t} x WHERE x.tenant = {tenant} \
+         AND x.res_type {types} AND x.param = {param_bind} AND ({filter}))",
+        r = scope.r,
+        types = scope.types,
         t = table.name()
     )
 }
 
-/// The SQL of one condition on the resource row aliased `r`; `depth` keeps the
+/// The SQL of one condition on the resource rows of `scope`; `depth` keeps the
 /// aliases of nested chains and `_has` apart.
-fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
+fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
+    let r = scope.r.as_str();
+    let tenant = sql.tenant.clone();
     match c {
         Condition::Chain {
             param,
@@ -329,14 +350,19 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
         } => {
             let p = sql.text(param);
             let types: Vec<String> = target_types.iter().map(|t| sql.text(t)).collect();
-            let r2 = format!("c{}", depth + 1);
-            let inner = clause(sql, inner, &r2, depth + 1);
+            let c = format!("c{}", depth + 1);
+            let inner_scope = Scope {
+                r: c.clone(),
+                types: format!("IN ({})", types.join(", ")),
+            };
+            let inner = clause(sql, inner, &inner_scope, depth + 1);
             format!(
-                "EXISTS (SELECT 1 FROM idx_reference x WHERE x.tenant = {r}.tenant AND x.res_type = {r}.res_type \
-                 AND x.res_id = {r}.id AND x.param = {p} AND x.target_type IN ({types}) AND EXISTS (\
-                 SELECT 1 FROM resources {r2} WHERE {r2}.tenant = x.tenant AND {r2}.res_type = x.target_type \
-                 AND {r2}.id = x.target_id AND NOT {r2}.deleted AND ({inner})))",
-                types = types.join(", ")
+                "({r}.res_type, {r}.id) IN (SELECT x.res_type, x.res_id FROM idx_reference x \
+                 WHERE x.tenant = {tenant} AND x.res_type {types} AND x.param = {p} \
+                 AND (x.target_type, x.target_id) IN (SELECT {c}.res_type, {c}.id FROM resources {c} \
+                 WHERE {c}.tenant = {tenant} AND {c}.res_type {inner_types} AND NOT {c}.deleted AND ({inner})))",
+                types = scope.types,
+                inner_types = inner_scope.types,
             )
         }
         Condition::Has {
@@ -346,18 +372,22 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
         } => {
             let (h, y) = (format!("h{}", depth + 1), format!("y{}", depth + 1));
             let (st, p) = (sql.text(source_type), sql.text(param));
-            let inner = clause(sql, inner, &h, depth + 1);
+            let inner_scope = Scope {
+                r: h.clone(),
+                types: format!("= {st}"),
+            };
+            let inner = clause(sql, inner, &inner_scope, depth + 1);
             format!(
-                "EXISTS (SELECT 1 FROM resources {h} JOIN idx_reference {y} ON {y}.tenant = {h}.tenant \
-                 AND {y}.res_type = {h}.res_type AND {y}.res_id = {h}.id WHERE {h}.tenant = {r}.tenant \
-                 AND {h}.res_type = {st} AND NOT {h}.deleted AND {y}.param = {p} \
-                 AND {y}.target_type = {r}.res_type AND {y}.target_id = {r}.id AND ({inner}))"
+                "({r}.res_type, {r}.id) IN (SELECT {y}.target_type, {y}.target_id FROM idx_reference {y} \
+                 JOIN resources {h} ON {h}.tenant = {y}.tenant AND {h}.res_type = {y}.res_type AND {h}.id = {y}.res_id \
+                 WHERE {y}.tenant = {tenant} AND {y}.res_type = {st} AND {y}.param = {p} AND NOT {h}.deleted \
+                 AND ({inner}))"
             )
         }
         Condition::AnyOf(alternatives) => {
             let parts: Vec<String> = alternatives
                 .iter()
-                .map(|a| clause(sql, a, r, depth))
+                .map(|a| clause(sql, a, scope, depth))
                 .collect();
             format!("({})", parts.join(" OR "))
         }
@@ -384,7 +414,13 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                     }
                 })
                 .collect();
-            let e = exists(IndexTable::Token, r, &p, &alternatives.join(" OR "));
+            let e = member(
+                &tenant,
+                scope,
+                IndexTable::Token,
+                &p,
+                &alternatives.join(" OR "),
+            );
             if *negate { format!("NOT {e}") } else { e }
         }
         Condition::Reference { param, any_of } => {
@@ -400,12 +436,24 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                     None => format!("x.target_id = {}", sql.text(id)),
                 })
                 .collect();
-            exists(IndexTable::Reference, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::Reference,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::Number { param, any_of } => {
             let p = sql.text(param);
             let alternatives: Vec<String> = any_of.iter().map(|t| sql.number(t)).collect();
-            exists(IndexTable::Number, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::Number,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::Quantity { param, any_of } => {
             let p = sql.text(param);
@@ -428,7 +476,13 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                     format!("({})", parts.join(" AND "))
                 })
                 .collect();
-            exists(IndexTable::Quantity, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::Quantity,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::Uri {
             param,
@@ -450,7 +504,13 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                     }
                 })
                 .collect();
-            exists(IndexTable::Uri, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::Uri,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::StringHash { param, any_of } => {
             let p = sql.text(param);
@@ -458,7 +518,13 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                 .iter()
                 .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
                 .collect();
-            exists(IndexTable::StringHash, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::StringHash,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::ReferenceUrl { param, any_of } => {
             let p = sql.text(param);
@@ -466,7 +532,13 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                 .iter()
                 .map(|u| format!("x.url = {}", sql.text(u)))
                 .collect();
-            exists(IndexTable::Reference, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::Reference,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::Date { param, any_of } => {
             let p = sql.text(param);
@@ -474,7 +546,13 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
                 .iter()
                 .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
                 .collect();
-            exists(IndexTable::Date, r, &p, &alternatives.join(" OR "))
+            member(
+                &tenant,
+                scope,
+                IndexTable::Date,
+                &p,
+                &alternatives.join(" OR "),
+            )
         }
         Condition::Missing {
             param,
@@ -482,7 +560,7 @@ fn clause(sql: &mut Sql, c: &Condition, r: &str, depth: usize) -> String {
             missing,
         } => {
             let p = sql.text(param);
-            let e = exists(*table, r, &p, "1 = 1");
+            let e = member(&tenant, scope, *table, &p, "1 = 1");
             if *missing { format!("NOT {e}") } else { e }
         }
         Condition::Id(ids) => {
@@ -513,15 +591,21 @@ fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (St
         text: String::new(),
         binds: Vec::new(),
         style,
+        tenant: String::new(),
     };
     let (t, rt) = (sql.text(tenant), sql.text(&q.res_type));
+    sql.tenant = t.clone();
+    let top = Scope {
+        r: "r".to_owned(),
+        types: format!("= {rt}"),
+    };
     let mut clauses = vec![
         format!("r.tenant = {t}"),
         format!("r.res_type = {rt}"),
         "NOT r.deleted".to_owned(),
     ];
     for c in &q.conditions {
-        let c = clause(&mut sql, c, "r", 0);
+        let c = clause(&mut sql, c, &top, 0);
         clauses.push(c);
     }
     if count {

@@ -1,0 +1,250 @@
+//! `hearth-search-bench DIR`: loads the Synthea transaction bundles of DIR
+//! (`*.json.gz`) into an in-process server through the REST API (each entry a
+//! PUT with its `urn:uuid` turned into the resource id and every reference
+//! rewritten), then measures the reference search queries of the search issue.
+//!
+//! cargo run --release -p hearth-bench --bin hearth-search-bench -- ../shared/data/synthea
+//!     [--bundles N] [--runs N] [--database-url postgres://…]
+
+// A measuring tool: any failure aborts the run, loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hearth::config::{Config, Secret};
+use serde_json::Value;
+
+fn rewrite(v: &mut Value, refs: &HashMap<String, String>) {
+    match v {
+        Value::String(s) => {
+            if let Some(r) = refs.get(s.as_str()) {
+                *s = r.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| rewrite(i, refs)),
+        Value::Object(o) => o.values_mut().for_each(|i| rewrite(i, refs)),
+        _ => {}
+    }
+}
+
+/// The entries of one bundle as (type, id, body), references rewritten.
+fn entries(path: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let bundle: Value = serde_json::from_str(&text).unwrap();
+    let list = bundle["entry"].as_array().cloned().unwrap_or_default();
+    let mut refs = HashMap::new();
+    for e in &list {
+        let full = e["fullUrl"].as_str().unwrap_or_default();
+        let t = e["resource"]["resourceType"].as_str().unwrap_or_default();
+        if let Some(uuid) = full.strip_prefix("urn:uuid:") {
+            refs.insert(full.to_owned(), format!("{t}/{uuid}"));
+        }
+    }
+    list.into_iter()
+        .filter_map(|e| {
+            let uuid = e["fullUrl"].as_str()?.strip_prefix("urn:uuid:")?.to_owned();
+            let mut r = e["resource"].clone();
+            rewrite(&mut r, &refs);
+            r["id"] = Value::String(uuid.clone());
+            Some((r["resourceType"].as_str()?.to_owned(), uuid, r.to_string()))
+        })
+        .collect()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let bytes = client.get(url).send().await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .expect("usage: hearth-search-bench DIR [--bundles N] [--runs N] [--database-url URL]");
+    let (mut max_bundles, mut runs, mut database_url) = (usize::MAX, 100usize, None);
+    while let Some(flag) = args.next() {
+        let value = args.next().expect("flag value");
+        match flag.as_str() {
+            "--bundles" => max_bundles = value.parse().unwrap(),
+            "--runs" => runs = value.parse().unwrap(),
+            "--database-url" => database_url = Some(value),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    hearth::app::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: tmp.path().join("data"),
+        ..Config::default()
+    };
+    if let Some(url) = &database_url {
+        let key = tmp.path().join("master.key");
+        std::fs::write(&key, [42u8; 32]).unwrap();
+        config.database.url = Some(Secret::new(url.clone()));
+        config.crypto.master_key_file = Some(key);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_config = config.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let state = hearth::app::build_state(&server_config)
+                .await
+                .expect("start");
+            let (server, _) =
+                hearth::app::http_server(&server_config, state, Some(listener)).expect("listen");
+            server.await.expect("serve");
+        });
+    });
+    let base = format!("http://{addr}/fhir");
+    let client = reqwest::Client::new();
+    while client.get(format!("{base}/metadata")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".json.gz"))
+        .collect();
+    files.sort();
+    files.truncate(max_bundles);
+    let files = Arc::new(files);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (files, next, client, base) =
+            (files.clone(), next.clone(), client.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, HashMap::<String, usize>::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = files.get(i) else {
+                    break (ok, failed);
+                };
+                let path = path.clone();
+                let list = tokio::task::spawn_blocking(move || entries(&path))
+                    .await
+                    .unwrap();
+                for (t, id, body) in list {
+                    let res = client
+                        .put(format!("{base}/{t}/{id}"))
+                        .header("content-type", "application/fhir+json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    if res.status().is_success() {
+                        ok += 1;
+                    } else {
+                        let status = res.status().as_u16();
+                        let oo: Value =
+                            serde_json::from_slice(&res.bytes().await.unwrap_or_default())
+                                .unwrap_or_default();
+                        let why = format!(
+                            "{status} {t} {}",
+                            oo["issue"][0]["diagnostics"].as_str().unwrap_or("")
+                        );
+                        *failed.entry(why).or_default() += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let (mut loaded, mut failures) = (0usize, HashMap::<String, usize>::new());
+    for t in tasks {
+        let (ok, failed) = t.await.unwrap();
+        loaded += ok;
+        for (k, v) in failed {
+            *failures.entry(k).or_default() += v;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "backend: {}; bundles: {}; resources stored: {loaded}; refused: {}; load: {secs:.0} s ({:.0} resources/s)",
+        if database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        files.len(),
+        failures.values().sum::<usize>(),
+        loaded as f64 / secs
+    );
+    let mut failures: Vec<_> = failures.into_iter().collect();
+    failures.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    for (why, n) in failures.iter().take(10) {
+        println!("  refused {n:6}: {why}");
+    }
+
+    // Query parameters taken from the data: the most common Observation code, a
+    // patient with observations of it, and that patient's family name.
+    let first: Value = get_json(&client, &format!("{base}/Observation?_count=1000")).await;
+    let mut codes: HashMap<String, usize> = HashMap::new();
+    let mut patient_of_code: HashMap<String, String> = HashMap::new();
+    for e in first["entry"].as_array().cloned().unwrap_or_default() {
+        let code = e["resource"]["code"]["coding"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let subject = e["resource"]["subject"]["reference"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("Patient/")
+            .to_owned();
+        *codes.entry(code.clone()).or_default() += 1;
+        patient_of_code.entry(code).or_insert(subject);
+    }
+    let code = codes
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(c, _)| c)
+        .unwrap();
+    let patient = patient_of_code[&code].clone();
+    let p: Value = get_json(&client, &format!("{base}/Patient/{patient}")).await;
+    let family = p["name"][0]["family"].as_str().unwrap_or("x").to_owned();
+    let queries = [
+        format!("Observation?patient={patient}&code={code}"),
+        format!("Observation?code={code}&date=ge2015&_sort=-date"),
+        format!("Encounter?subject.name={family}"),
+        format!("Patient?_has:Observation:patient:code={code}"),
+    ];
+    println!("\n| query | results (first page) | p50 ms | p95 ms |");
+    println!("|---|---|---|---|");
+    for q in queries {
+        let mut times = Vec::with_capacity(runs);
+        let mut n = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let res = client.get(format!("{base}/{q}")).send().await.unwrap();
+            assert!(res.status().is_success(), "{q}: {}", res.status());
+            let b: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+            times.push(t.elapsed());
+            n = b["entry"].as_array().map_or(0, Vec::len);
+        }
+        times.sort();
+        let shown = q
+            .replace(&patient, "X")
+            .replace(&code, "Y")
+            .replace(&family, "Z");
+        println!(
+            "| `{shown}` | {n} | {:.2} | {:.2} |",
+            percentile(&times, 0.5),
+            percentile(&times, 0.95)
+        );
+    }
+}
