@@ -9,9 +9,9 @@ use hearth_store::HistoryQuery;
 use super::{AppState, base_url, negotiate, resource_id, resource_type, send};
 use crate::error::ApiError;
 use crate::json::{Json, Object, write_string};
-use crate::service::{HistoryItem, Service, new_id};
+use crate::service::{HistoryItem, Service};
 use crate::store::DEFAULT_TENANT;
-use crate::time::{format_instant, now_micros, parse_instant};
+use crate::time::{format_instant, parse_instant};
 
 #[derive(Debug, Default)]
 struct Params {
@@ -107,39 +107,10 @@ fn bundle(
     links: &[(&str, String)],
     items: &[HistoryItem],
 ) -> Result<Vec<u8>, ApiError> {
-    let mut head = Object::default();
-    head.push("resourceType", Json::string("Bundle"));
-    head.push("id", Json::string(new_id()?));
-    let mut meta = Object::default();
-    meta.push("lastUpdated", Json::string(format_instant(now_micros())));
-    head.push("meta", Json::Object(meta));
-    head.push("type", Json::string("history"));
-    head.push(
-        "link",
-        Json::Array(
-            links
-                .iter()
-                .map(|(rel, url)| {
-                    let mut l = Object::default();
-                    l.push("relation", Json::string(*rel));
-                    l.push("url", Json::string(url.clone()));
-                    Json::Object(l)
-                })
-                .collect(),
-        ),
-    );
-    let mut out = Json::Object(head).to_bytes();
-    if items.is_empty() {
-        return Ok(out);
-    }
-    out.pop(); // reopen the object to append the entries
-    out.extend_from_slice(b",\"entry\":[");
-    for (n, item) in items.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
+    super::write_bundle("history", links, None, items.len(), |i, out| {
+        let item = &items[i];
         out.extend_from_slice(b"{\"fullUrl\":");
-        write_string(&format!("{base}/{}/{}", item.res_type, item.id), &mut out);
+        write_string(&format!("{base}/{}/{}", item.res_type, item.id), out);
         if let Some(body) = &item.body {
             out.extend_from_slice(b",\"resource\":");
             out.extend_from_slice(body);
@@ -165,13 +136,11 @@ fn bundle(
             Json::string(format_instant(item.last_updated)),
         );
         out.extend_from_slice(b",\"request\":");
-        Json::Object(request).write(&mut out);
+        Json::Object(request).write(out);
         out.extend_from_slice(b",\"response\":");
-        Json::Object(response).write(&mut out);
+        Json::Object(response).write(out);
         out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+    })
 }
 
 pub async fn system(

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorKind};
-use crate::json;
+use crate::json::{self, Json, Object};
 use crate::service::{ResourceVersion, Service};
 
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -277,6 +277,55 @@ pub async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Writes a Bundle of `kind` (`history`, `searchset`) with its links and total,
+/// and `entries` entry objects written by `write_entry(i, out)` straight into the
+/// output, so stored resource bodies are copied, never re-parsed.
+pub fn write_bundle(
+    kind: &str,
+    links: &[(&str, String)],
+    total: Option<u64>,
+    entries: usize,
+    mut write_entry: impl FnMut(usize, &mut Vec<u8>),
+) -> Result<Vec<u8>, ApiError> {
+    let mut head = Object::default();
+    head.push("resourceType", Json::string("Bundle"));
+    head.push("id", Json::string(crate::service::new_id()?));
+    let mut meta = Object::default();
+    meta.push(
+        "lastUpdated",
+        Json::string(crate::time::format_instant(crate::time::now_micros())),
+    );
+    head.push("meta", Json::Object(meta));
+    head.push("type", Json::string(kind));
+    if let Some(n) = total {
+        head.push("total", Json::Number(n.to_string().into()));
+    }
+    let links = links
+        .iter()
+        .map(|(rel, url)| {
+            let mut l = Object::default();
+            l.push("relation", Json::string(*rel));
+            l.push("url", Json::string(url.clone()));
+            Json::Object(l)
+        })
+        .collect();
+    head.push("link", Json::Array(links));
+    let mut out = Json::Object(head).to_bytes();
+    if entries == 0 {
+        return Ok(out);
+    }
+    out.pop(); // reopen the object to append the entries
+    out.extend_from_slice(b",\"entry\":[");
+    for i in 0..entries {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_entry(i, &mut out);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 /// Reads a form body (for `_search`) up to the configured limit.

@@ -10,12 +10,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{AppState, base_url, negotiate, percent_decode, read_form, resource_type, send};
 use crate::error::ApiError;
-use crate::json::{Json, Object, write_string};
+use crate::json::write_string;
 use crate::search::query::{Summary, Total};
 use crate::search::{plan, query};
-use crate::service::{ResourceVersion, new_id};
+use crate::service::ResourceVersion;
 use crate::store::DEFAULT_TENANT;
-use crate::time::{format_instant, now_micros};
 use hearth_store::search::{Condition, Cursor};
 
 fn pairs(raw: &str) -> Vec<(String, String)> {
@@ -159,54 +158,21 @@ fn bundle(
     found: &[ResourceVersion],
     included: &[ResourceVersion],
 ) -> Result<Vec<u8>, ApiError> {
-    let mut head = Object::default();
-    head.push("resourceType", Json::string("Bundle"));
-    head.push("id", Json::string(new_id()?));
-    let mut meta = Object::default();
-    meta.push("lastUpdated", Json::string(format_instant(now_micros())));
-    head.push("meta", Json::Object(meta));
-    head.push("type", Json::string("searchset"));
-    if let Some(n) = total {
-        head.push("total", Json::Number(n.to_string().into()));
-    }
-    head.push(
-        "link",
-        Json::Array(
-            links
-                .iter()
-                .map(|(rel, url)| {
-                    let mut l = Object::default();
-                    l.push("relation", Json::string(*rel));
-                    l.push("url", Json::string(url.clone()));
-                    Json::Object(l)
-                })
-                .collect(),
-        ),
-    );
-    let mut out = Json::Object(head).to_bytes();
-    if found.is_empty() && included.is_empty() {
-        return Ok(out);
-    }
-    out.pop();
-    out.extend_from_slice(b",\"entry\":[");
-    let entries = found
+    let entries: Vec<(&ResourceVersion, &str)> = found
         .iter()
         .map(|r| (r, "match"))
-        .chain(included.iter().map(|r| (r, "include")));
-    for (n, (r, mode)) in entries.enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
+        .chain(included.iter().map(|r| (r, "include")))
+        .collect();
+    super::write_bundle("searchset", links, total, entries.len(), |i, out| {
+        let (r, mode) = entries[i];
         out.extend_from_slice(b"{\"fullUrl\":");
-        write_string(&format!("{base}/{}/{}", r.res_type, r.id), &mut out);
+        write_string(&format!("{base}/{}/{}", r.res_type, r.id), out);
         out.extend_from_slice(b",\"resource\":");
         out.extend_from_slice(&r.body);
         out.extend_from_slice(b",\"search\":{\"mode\":");
-        write_string(mode, &mut out);
+        write_string(mode, out);
         out.extend_from_slice(b"}}");
-    }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+    })
 }
 
 pub async fn get(
