@@ -95,6 +95,13 @@ async fn run(
     let mut q = plan::store_query(&parsed, after, count + 1, &|input| {
         state.service.search_hash(DEFAULT_TENANT, input)
     })?;
+    // A position must come from a page of the same ordering.
+    let sorted = q.sort.is_some();
+    if let Some(after) = &q.after
+        && sorted == matches!(after, Cursor::Id(_))
+    {
+        return Err(ApiError::invalid("_page does not belong to this search"));
+    }
     q.conditions.extend(within);
     let only_count = parsed.summary == Some(Summary::Count);
     let total = if only_count || parsed.total != Total::None {

@@ -677,7 +677,16 @@ async fn sorting_with_keyset_pages(app: TestApp) {
     );
     assert_eq!(app.get("Observation?_sort=code").await.status(), 501);
     assert_eq!(app.get("Observation?_sort=date,code").await.status(), 501);
-    assert_eq!(app.get("Observation?_page=i12~").await.status(), 200);
+    assert_eq!(
+        app.get("Observation?_page=i12~o1").await.status(),
+        400,
+        "a sorted position on an unsorted search"
+    );
+    assert_eq!(
+        app.get("Observation?_sort=date&_page=o1").await.status(),
+        400,
+        "an id position on a sorted search"
+    );
     assert_eq!(
         app.get("Observation?_sort=date&_page=x1~o1").await.status(),
         400
