@@ -1,6 +1,7 @@
 //! `search-type` (R4 3.1.1): `GET [base]/[type]?…` and `POST [base]/[type]/_search`
-//! with a form body. Answers a `searchset` Bundle ordered by id, with keyset paging
-//! (`_page` holds the last id shown) so pages stay stable while writes happen.
+//! with a form body, and compartment search. Answers a `searchset` Bundle ordered
+//! by id (or by the `_sort` key, then id), with keyset paging (`_page` holds the
+//! position of the last entry shown) so pages stay stable while writes happen.
 //! Unknown parameters are ignored and left out of the `self` link, unless the
 //! client sent `Prefer: handling=strict`.
 

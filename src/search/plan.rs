@@ -1,10 +1,9 @@
 //! From extracted values to stored index rows, and from a parsed search request to
 //! a store query. In clear the index keeps only codes, references, dates,
-//! numbers, quantities and URIs;
-//! identifying strings (names, addresses) are kept as keyed hashes of their
-//! prefixes and exact text (docs/adr/0005). Other identifying values (identifiers,
-//! telecom, birth dates) are not indexed yet, and searches on them answer 501
-//! rather than a wrong result.
+//! numbers, quantities and URIs. Identifying values are kept only as keyed hashes:
+//! strings (names, addresses) by their prefixes and exact text, identifiers and
+//! telecom by `system|value` (docs/adr/0005). Birth dates are not indexed yet, and
+//! searches on them answer 501 rather than a wrong result.
 
 use hearth_store::IndexRow;
 use hearth_store::search::{
