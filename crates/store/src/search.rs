@@ -318,22 +318,26 @@ struct Scope {
     types: String,
 }
 
-/// The resources (of the scope) that have a row in an index table meeting
-/// `filter`. Written as an uncorrelated `IN`, so the database builds the set once
-/// from the value index instead of probing per resource.
+/// The resources (of the scope) that have a row in an index table for `param`
+/// meeting any of `alternatives`. Written as an uncorrelated `IN`, so the
+/// database builds the set once from the value index instead of probing per
+/// resource.
 fn member(
-    tenant: &str,
+    sql: &mut Sql,
     scope: &Scope,
     table: IndexTable,
-    param_bind: &str,
-    filter: &str,
+    param: &str,
+    alternatives: impl FnOnce(&mut Sql) -> Vec<String>,
 ) -> String {
+    let p = sql.text(param);
+    let filter = alternatives(sql).join(" OR ");
     format!(
         "({r}.res_type, {r}.id) IN (SELECT x.res_type, x.res_id FROM {t} x WHERE x.tenant = {tenant} \
-         AND x.res_type {types} AND x.param = {param_bind} AND ({filter}))",
+         AND x.res_type {types} AND x.param = {p} AND ({filter}))",
         r = scope.r,
+        tenant = sql.tenant,
         types = scope.types,
-        t = table.name()
+        t = table.name(),
     )
 }
 
@@ -396,171 +400,120 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
             any_of,
             negate,
         } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
-                .iter()
-                .map(|(system, code)| {
-                    let mut parts = Vec::new();
-                    if let Some(code) = code {
-                        parts.push(format!("x.code = {}", sql.text(code)));
-                    }
-                    if let Some(system) = system {
-                        parts.push(format!("x.system = {}", sql.text(system)));
-                    }
-                    if parts.is_empty() {
-                        "1 = 1".to_owned()
-                    } else {
-                        parts.join(" AND ")
-                    }
-                })
-                .collect();
-            let e = member(
-                &tenant,
-                scope,
-                IndexTable::Token,
-                &p,
-                &alternatives.join(" OR "),
-            );
+            let e = member(sql, scope, IndexTable::Token, param, |sql: &mut Sql| {
+                any_of
+                    .iter()
+                    .map(|(system, code)| {
+                        let mut parts = Vec::new();
+                        if let Some(code) = code {
+                            parts.push(format!("x.code = {}", sql.text(code)));
+                        }
+                        if let Some(system) = system {
+                            parts.push(format!("x.system = {}", sql.text(system)));
+                        }
+                        if parts.is_empty() {
+                            "1 = 1".to_owned()
+                        } else {
+                            parts.join(" AND ")
+                        }
+                    })
+                    .collect()
+            });
             if *negate { format!("NOT {e}") } else { e }
         }
         Condition::Reference { param, any_of } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
-                .iter()
-                .map(|(target_type, id)| match target_type {
-                    Some(tt) => format!(
-                        "(x.target_id = {} AND x.target_type = {})",
-                        sql.text(id),
-                        sql.text(tt)
-                    ),
-                    None => format!("x.target_id = {}", sql.text(id)),
-                })
-                .collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::Reference,
-                &p,
-                &alternatives.join(" OR "),
-            )
+            member(sql, scope, IndexTable::Reference, param, |sql| {
+                any_of
+                    .iter()
+                    .map(|(target_type, id)| match target_type {
+                        Some(tt) => format!(
+                            "(x.target_id = {} AND x.target_type = {})",
+                            sql.text(id),
+                            sql.text(tt)
+                        ),
+                        None => format!("x.target_id = {}", sql.text(id)),
+                    })
+                    .collect()
+            })
         }
         Condition::Number { param, any_of } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of.iter().map(|t| sql.number(t)).collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::Number,
-                &p,
-                &alternatives.join(" OR "),
-            )
+            member(sql, scope, IndexTable::Number, param, |sql| {
+                any_of.iter().map(|t| sql.number(t)).collect()
+            })
         }
         Condition::Quantity { param, any_of } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
-                .iter()
-                .map(|(t, system, code)| {
-                    let mut parts = vec![sql.number(t)];
-                    match (system, code) {
-                        (Some(s), Some(c)) => {
-                            parts.push(format!("x.system = {}", sql.text(s)));
-                            parts.push(format!("x.code = {}", sql.text(c)));
+            member(sql, scope, IndexTable::Quantity, param, |sql| {
+                any_of
+                    .iter()
+                    .map(|(t, system, code)| {
+                        let mut parts = vec![sql.number(t)];
+                        match (system, code) {
+                            (Some(s), Some(c)) => {
+                                parts.push(format!("x.system = {}", sql.text(s)));
+                                parts.push(format!("x.code = {}", sql.text(c)));
+                            }
+                            (None, Some(c)) => {
+                                let (a, b) = (sql.text(c), sql.text(c));
+                                parts.push(format!("(x.code = {a} OR x.unit = {b})"));
+                            }
+                            (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
+                            (None, None) => {}
                         }
-                        (None, Some(c)) => {
-                            let (a, b) = (sql.text(c), sql.text(c));
-                            parts.push(format!("(x.code = {a} OR x.unit = {b})"));
-                        }
-                        (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
-                        (None, None) => {}
-                    }
-                    format!("({})", parts.join(" AND "))
-                })
-                .collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::Quantity,
-                &p,
-                &alternatives.join(" OR "),
-            )
+                        format!("({})", parts.join(" AND "))
+                    })
+                    .collect()
+            })
         }
         Condition::Uri {
             param,
             any_of,
             below,
         } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
-                .iter()
-                .map(|u| {
-                    if *below {
-                        // A prefix match written without LIKE, so no wildcard
-                        // in the value can widen it.
-                        let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
-                        let a = sql.text(u);
-                        format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
-                    } else {
-                        format!("x.value = {}", sql.text(u))
-                    }
-                })
-                .collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::Uri,
-                &p,
-                &alternatives.join(" OR "),
-            )
+            member(sql, scope, IndexTable::Uri, param, |sql| {
+                any_of
+                    .iter()
+                    .map(|u| {
+                        if *below {
+                            // A prefix match written without LIKE, so no wildcard
+                            // in the value can widen it.
+                            let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
+                            let a = sql.text(u);
+                            format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
+                        } else {
+                            format!("x.value = {}", sql.text(u))
+                        }
+                    })
+                    .collect()
+            })
         }
         Condition::StringHash { param, any_of } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
-                .iter()
-                .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
-                .collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::StringHash,
-                &p,
-                &alternatives.join(" OR "),
-            )
+            member(sql, scope, IndexTable::StringHash, param, |sql| {
+                any_of
+                    .iter()
+                    .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
+                    .collect()
+            })
         }
         Condition::ReferenceUrl { param, any_of } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
-                .iter()
-                .map(|u| format!("x.url = {}", sql.text(u)))
-                .collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::Reference,
-                &p,
-                &alternatives.join(" OR "),
-            )
+            member(sql, scope, IndexTable::Reference, param, |sql| {
+                any_of
+                    .iter()
+                    .map(|u| format!("x.url = {}", sql.text(u)))
+                    .collect()
+            })
         }
-        Condition::Date { param, any_of } => {
-            let p = sql.text(param);
-            let alternatives: Vec<String> = any_of
+        Condition::Date { param, any_of } => member(sql, scope, IndexTable::Date, param, |sql| {
+            any_of
                 .iter()
                 .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
-                .collect();
-            member(
-                &tenant,
-                scope,
-                IndexTable::Date,
-                &p,
-                &alternatives.join(" OR "),
-            )
-        }
+                .collect()
+        }),
         Condition::Missing {
             param,
             table,
             missing,
         } => {
-            let p = sql.text(param);
-            let e = member(&tenant, scope, *table, &p, "1 = 1");
+            let e = member(sql, scope, *table, param, |_| vec!["1 = 1".to_owned()]);
             if *missing { format!("NOT {e}") } else { e }
         }
         Condition::Id(ids) => {
