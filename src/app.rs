@@ -133,6 +133,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         default_page_size: config.fhir.default_page_size,
         default_search_count: config.fhir.default_search_count,
         max_page_size: config.fhir.max_page_size,
+        search_drive_below: config.fhir.search_drive_below,
     })
 }
 

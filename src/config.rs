@@ -209,6 +209,10 @@ pub struct FhirConfig {
     pub default_search_count: u32,
     /// Largest `_count` honoured.
     pub max_page_size: u32,
+    /// A search condition matching fewer resources than this drives the query;
+    /// when every condition matches more, results are found by walking the
+    /// resources in result order. 0 always walks.
+    pub search_drive_below: u32,
 }
 
 impl Default for FhirConfig {
@@ -217,6 +221,7 @@ impl Default for FhirConfig {
             default_page_size: 50,
             default_search_count: 20,
             max_page_size: 1000,
+            search_drive_below: 4096,
         }
     }
 }

@@ -41,6 +41,7 @@ pub struct AppState {
     pub default_page_size: u32,
     pub default_search_count: u32,
     pub max_page_size: u32,
+    pub search_drive_below: u32,
 }
 
 /// Registers the FHIR routes under the base path.

@@ -104,6 +104,7 @@ async fn run(
         return Err(ApiError::invalid("_page does not belong to this search"));
     }
     q.conditions.extend(within);
+    q.drive_below = state.search_drive_below;
     let only_count = parsed.summary == Some(Summary::Count);
     let total = if only_count || parsed.total != Total::None {
         Some(state.service.count(DEFAULT_TENANT, &q).await?)
@@ -336,6 +337,7 @@ async fn includes(
             sort: None,
             after: None,
             limit: state.max_page_size,
+            drive_below: state.search_drive_below,
         };
         for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
             if !seen(&out, &rv.res_type, &rv.id) {

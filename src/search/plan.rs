@@ -532,6 +532,7 @@ pub fn store_query(
         sort: sort(req)?,
         after,
         limit,
+        drive_below: 4096,
     })
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::both_backends;
+use crate::every_plan;
 use crate::support::{TestApp, json};
 
 async fn ids(app: &TestApp, query: &str) -> Vec<String> {
@@ -114,7 +114,7 @@ async fn tokens_references_dates(app: TestApp) {
     );
     assert_eq!(ids(&app, "Observation").await, ["o1", "o2", "o3"]);
 }
-both_backends!(tokens_references_dates);
+every_plan!(tokens_references_dates);
 
 async fn index_follows_updates_and_deletes(app: TestApp) {
     seed(&app).await;
@@ -136,7 +136,7 @@ async fn index_follows_updates_and_deletes(app: TestApp) {
     );
     assert_eq!(ids(&app, "Observation").await, ["o1", "o2"]);
 }
-both_backends!(index_follows_updates_and_deletes);
+every_plan!(index_follows_updates_and_deletes);
 
 async fn paging_links_and_parameters(app: TestApp) {
     seed(&app).await;
@@ -215,7 +215,7 @@ async fn paging_links_and_parameters(app: TestApp) {
     assert_eq!(status, 200);
     assert_eq!(bundle["entry"][0]["resource"]["id"], "o2");
 }
-both_backends!(paging_links_and_parameters);
+every_plan!(paging_links_and_parameters);
 
 async fn strings_through_keyed_hashes(app: TestApp) {
     for (id, family, given) in [
@@ -257,7 +257,7 @@ async fn strings_through_keyed_hashes(app: TestApp) {
         "not a substring match"
     );
 }
-both_backends!(strings_through_keyed_hashes);
+every_plan!(strings_through_keyed_hashes);
 
 async fn identifiers_and_telecom_through_keyed_hashes(app: TestApp) {
     let patients = [
@@ -298,7 +298,7 @@ async fn identifiers_and_telecom_through_keyed_hashes(app: TestApp) {
     assert_eq!(ids(&app, "Patient?email=b@example.org").await, ["b"]);
     assert_eq!(ids(&app, "Patient?telecom=phone|555-0100").await, ["a"]);
 }
-both_backends!(identifiers_and_telecom_through_keyed_hashes);
+every_plan!(identifiers_and_telecom_through_keyed_hashes);
 
 async fn numbers_quantities_uris(app: TestApp) {
     let quantities = [
@@ -389,7 +389,7 @@ async fn numbers_quantities_uris(app: TestApp) {
         "no wildcards"
     );
 }
-both_backends!(numbers_quantities_uris);
+every_plan!(numbers_quantities_uris);
 
 async fn totals_and_compartments(app: TestApp) {
     seed(&app).await;
@@ -433,7 +433,7 @@ async fn totals_and_compartments(app: TestApp) {
         .to_owned();
     assert!(next.contains("/Patient/p2/Observation?"), "{next}");
 }
-both_backends!(totals_and_compartments);
+every_plan!(totals_and_compartments);
 
 async fn includes_and_revincludes(app: TestApp) {
     seed(&app).await;
@@ -510,7 +510,7 @@ async fn includes_and_revincludes(app: TestApp) {
         "not a reference parameter"
     );
 }
-both_backends!(includes_and_revincludes);
+every_plan!(includes_and_revincludes);
 
 async fn chains_and_has(app: TestApp) {
     seed(&app).await;
@@ -599,7 +599,7 @@ async fn chains_and_has(app: TestApp) {
         ["p2"]
     );
 }
-both_backends!(chains_and_has);
+every_plan!(chains_and_has);
 
 /// Follows `next` links from `query`, collecting ids in order.
 async fn walk(app: &TestApp, query: &str) -> Vec<String> {
@@ -692,4 +692,4 @@ async fn sorting_with_keyset_pages(app: TestApp) {
         400
     );
 }
-both_backends!(sorting_with_keyset_pages);
+every_plan!(sorting_with_keyset_pages);

@@ -4,7 +4,10 @@
 //! rewritten), then measures the reference search queries of the search issue.
 //!
 //! cargo run --release -p hearth-bench --bin hearth-search-bench -- ../shared/data/synthea
-//!     [--bundles N] [--runs N] [--database-url postgres://…]
+//!     [--bundles N] [--runs N] [--database-url postgres://…] [--data-dir DIR]
+//!
+//! With `--data-dir`, the store (and master key) is kept there, and a later run
+//! with the same directory skips the load and only measures.
 
 // A measuring tool: any failure aborts the run, loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -73,25 +76,30 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args
         .next()
-        .expect("usage: hearth-search-bench DIR [--bundles N] [--runs N] [--database-url URL]");
-    let (mut max_bundles, mut runs, mut database_url) = (usize::MAX, 100usize, None);
+        .expect("usage: hearth-search-bench DIR [--bundles N] [--runs N] [--database-url URL] [--data-dir DIR]");
+    let (mut max_bundles, mut runs, mut database_url, mut data_dir) =
+        (usize::MAX, 100usize, None, None);
     while let Some(flag) = args.next() {
         let value = args.next().expect("flag value");
         match flag.as_str() {
             "--bundles" => max_bundles = value.parse().unwrap(),
             "--runs" => runs = value.parse().unwrap(),
             "--database-url" => database_url = Some(value),
+            "--data-dir" => data_dir = Some(std::path::PathBuf::from(value)),
             other => panic!("unknown flag {other}"),
         }
     }
     hearth::app::install_crypto_provider();
     let tmp = tempfile::tempdir().unwrap();
+    let root = data_dir.unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&root).unwrap();
+    let loaded_marker = root.join("loaded");
     let mut config = Config {
-        data_dir: tmp.path().join("data"),
+        data_dir: root.join("data"),
         ..Config::default()
     };
     if let Some(url) = &database_url {
-        let key = tmp.path().join("master.key");
+        let key = root.join("master.key");
         std::fs::write(&key, [42u8; 32]).unwrap();
         config.database.url = Some(Secret::new(url.clone()));
         config.crypto.master_key_file = Some(key);
@@ -122,6 +130,9 @@ async fn main() {
         .collect();
     files.sort();
     files.truncate(max_bundles);
+    if loaded_marker.exists() {
+        files.clear();
+    }
     let files = Arc::new(files);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -174,6 +185,9 @@ async fn main() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    if !loaded_marker.exists() {
+        std::fs::write(&loaded_marker, loaded.to_string()).unwrap();
+    }
     println!(
         "backend: {}; bundles: {}; resources stored: {loaded}; refused: {}; load: {secs:.0} s ({:.0} resources/s)",
         if database_url.is_some() {

@@ -15,7 +15,8 @@ use hearth_store::schema::{
     idx_string_hash, idx_token, idx_uri, resource_history, resources,
 };
 use hearth_store::search::{
-    Placeholders, SearchHit, SearchQuery, bound_query, count_sql, search_sql,
+    Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver, count_sql,
+    estimates_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
@@ -202,6 +203,18 @@ async fn replace_index(
     Ok(())
 }
 
+/// Which condition drives a search, from capped counts of each.
+async fn driver(c: &mut AsyncPgConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
+    let mut counts = Vec::new();
+    for (i, sql, binds) in estimates_sql(tenant, q, Placeholders::Numbered) {
+        let row: CountRow = bound_query::<diesel::pg::Pg>(sql, binds)
+            .get_result(c)
+            .await?;
+        counts.push((i, u64::try_from(row.n).unwrap_or(0)));
+    }
+    Ok(choose_driver(q, &counts))
+}
+
 impl hearth_store::Store for PgStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         let mut c = self.conn().await?;
@@ -300,8 +313,9 @@ impl hearth_store::Store for PgStore {
     }
 
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
-        let (sql, binds) = search_sql(tenant, q, Placeholders::Numbered);
         let mut c = self.conn().await?;
+        let driver = driver(&mut c, tenant, q).await?;
+        let (sql, binds) = search_sql(tenant, q, Placeholders::Numbered, driver);
         let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds)
             .load(&mut c)
             .await?;
@@ -309,8 +323,9 @@ impl hearth_store::Store for PgStore {
     }
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
-        let (sql, binds) = count_sql(tenant, q, Placeholders::Numbered);
         let mut c = self.conn().await?;
+        let driver = driver(&mut c, tenant, q).await?;
+        let (sql, binds) = count_sql(tenant, q, Placeholders::Numbered, driver);
         let row: CountRow = bound_query::<diesel::pg::Pg>(sql, binds)
             .get_result(&mut c)
             .await?;

@@ -14,7 +14,8 @@ use hearth_store::schema::{
     idx_string_hash, idx_token, idx_uri, resource_history, resources,
 };
 use hearth_store::search::{
-    Placeholders, SearchHit, SearchQuery, bound_query, count_sql, search_sql,
+    Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver, count_sql,
+    estimates_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
@@ -220,6 +221,16 @@ fn replace_index(
     Ok(())
 }
 
+/// Which condition drives a search, from capped counts of each.
+fn driver(c: &mut SqliteConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
+    let mut counts = Vec::new();
+    for (i, sql, binds) in estimates_sql(tenant, q, Placeholders::Question) {
+        let row: CountRow = bound_query::<diesel::sqlite::Sqlite>(sql, binds).get_result(c)?;
+        counts.push((i, u64::try_from(row.n).unwrap_or(0)));
+    }
+    Ok(choose_driver(q, &counts))
+}
+
 impl hearth_store::Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         self.with_writer(|c| migrate(c, hearth_store::now_micros()))
@@ -355,8 +366,10 @@ impl hearth_store::Store for SqliteStore {
     }
 
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
-        let (sql, binds) = search_sql(tenant, q, Placeholders::Question);
+        let (tenant, q) = (tenant.to_owned(), q.clone());
         self.with_reader(move |c| {
+            let driver = driver(c, &tenant, &q)?;
+            let (sql, binds) = search_sql(&tenant, &q, Placeholders::Question, driver);
             let rows: Vec<SearchRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
             Ok(rows.into_iter().map(SearchHit::from).collect())
         })
@@ -364,8 +377,10 @@ impl hearth_store::Store for SqliteStore {
     }
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
-        let (sql, binds) = count_sql(tenant, q, Placeholders::Question);
+        let (tenant, q) = (tenant.to_owned(), q.clone());
         self.with_reader(move |c| {
+            let driver = driver(c, &tenant, &q)?;
+            let (sql, binds) = count_sql(&tenant, &q, Placeholders::Question, driver);
             let row: CountRow = bound_query::<diesel::sqlite::Sqlite>(sql, binds).get_result(c)?;
             Ok(u64::try_from(row.n).unwrap_or(0))
         })

@@ -152,6 +152,9 @@ pub struct SearchQuery {
     /// Keyset paging: only results after this position.
     pub after: Option<Cursor>,
     pub limit: u32,
+    /// A condition matching fewer resources than this drives the query (the
+    /// store counts up to it); 0 always walks in result order.
+    pub drive_below: u32,
 }
 
 /// What results can be sorted by (numeric keys, so that the order and the
@@ -238,6 +241,18 @@ struct Sql {
 }
 
 impl Sql {
+    /// A statement with the tenant bound first.
+    fn new(style: Placeholders, tenant: &str) -> Self {
+        let mut sql = Sql {
+            text: String::new(),
+            binds: Vec::new(),
+            style,
+            tenant: String::new(),
+        };
+        sql.tenant = sql.text(tenant);
+        sql
+    }
+
     /// Binds a value and returns its numbered placeholder (so the SQL may use
     /// placeholders in any order, on both backends).
     fn bind(&mut self, b: Bind) -> String {
@@ -318,35 +333,72 @@ struct Scope {
     types: String,
 }
 
-/// The resources (of the scope) that have a row in an index table for `param`
-/// meeting any of `alternatives`. Written as an uncorrelated `IN`, so the
-/// database builds the set once from the value index instead of probing per
-/// resource.
+/// How a membership condition is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// An uncorrelated `IN` over (type, id): the set is built once.
+    In,
+    /// A correlated `EXISTS`, probed per candidate through the owner index: for
+    /// conditions checked on rows another condition (or the walk) produced.
+    Exists,
+}
+
+/// A condition met by the resources some index rows point at: the columns that
+/// name the resource, and the `FROM … WHERE …` of the rows.
+struct Member {
+    ty: String,
+    id: String,
+    core: String,
+    negated: bool,
+}
+
+impl Member {
+    fn render(&self, form: Form, scope: &Scope) -> String {
+        let (ty, id, core, r) = (&self.ty, &self.id, &self.core, &scope.r);
+        let e = match form {
+            Form::In => format!(
+                "({r}.res_type, {r}.id) IN (SELECT {ty}, {id} {core} AND {ty} {types})",
+                types = scope.types
+            ),
+            Form::Exists => {
+                format!("EXISTS (SELECT 1 {core} AND {ty} = {r}.res_type AND {id} = {r}.id)")
+            }
+        };
+        if self.negated { format!("NOT {e}") } else { e }
+    }
+
+    /// The distinct ids of the matching resources of one type, as a row source.
+    fn ids(&self, types: &str) -> String {
+        let (ty, id, core) = (&self.ty, &self.id, &self.core);
+        format!("SELECT DISTINCT {id} AS id {core} AND {ty} {types}")
+    }
+}
+
+/// The rows of an index table for `param` meeting any of `alternatives`.
 fn member(
     sql: &mut Sql,
-    scope: &Scope,
     table: IndexTable,
     param: &str,
     alternatives: impl FnOnce(&mut Sql) -> Vec<String>,
-) -> String {
+) -> Member {
     let p = sql.text(param);
     let filter = alternatives(sql).join(" OR ");
-    format!(
-        "({r}.res_type, {r}.id) IN (SELECT x.res_type, x.res_id FROM {t} x WHERE x.tenant = {tenant} \
-         AND x.res_type {types} AND x.param = {p} AND ({filter}))",
-        r = scope.r,
-        tenant = sql.tenant,
-        types = scope.types,
-        t = table.name(),
-    )
+    Member {
+        ty: "x.res_type".to_owned(),
+        id: "x.res_id".to_owned(),
+        core: format!(
+            "FROM {t} x WHERE x.tenant = {tenant} AND x.param = {p} AND ({filter})",
+            tenant = sql.tenant,
+            t = table.name(),
+        ),
+        negated: false,
+    }
 }
 
-/// The SQL of one condition on the resource rows of `scope`; `depth` keeps the
-/// aliases of nested chains and `_has` apart.
-fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
-    let r = scope.r.as_str();
+/// The condition as a membership in a set of resources, when it is one.
+fn membership(sql: &mut Sql, c: &Condition, depth: usize) -> Option<Member> {
     let tenant = sql.tenant.clone();
-    match c {
+    Some(match c {
         Condition::Chain {
             param,
             target_types,
@@ -359,15 +411,18 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
                 r: c.clone(),
                 types: format!("IN ({})", types.join(", ")),
             };
-            let inner = clause(sql, inner, &inner_scope, depth + 1);
-            format!(
-                "({r}.res_type, {r}.id) IN (SELECT x.res_type, x.res_id FROM idx_reference x \
-                 WHERE x.tenant = {tenant} AND x.res_type {types} AND x.param = {p} \
-                 AND (x.target_type, x.target_id) IN (SELECT {c}.res_type, {c}.id FROM resources {c} \
-                 WHERE {c}.tenant = {tenant} AND {c}.res_type {inner_types} AND NOT {c}.deleted AND ({inner})))",
-                types = scope.types,
-                inner_types = inner_scope.types,
-            )
+            let inner = clause(sql, inner, &inner_scope, depth + 1, Form::In);
+            Member {
+                ty: "x.res_type".to_owned(),
+                id: "x.res_id".to_owned(),
+                core: format!(
+                    "FROM idx_reference x WHERE x.tenant = {tenant} AND x.param = {p} \
+                     AND (x.target_type, x.target_id) IN (SELECT {c}.res_type, {c}.id FROM resources {c} \
+                     WHERE {c}.tenant = {tenant} AND {c}.res_type {inner_types} AND NOT {c}.deleted AND ({inner}))",
+                    inner_types = inner_scope.types,
+                ),
+                negated: false,
+            }
         }
         Condition::Has {
             source_type,
@@ -380,27 +435,25 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
                 r: h.clone(),
                 types: format!("= {st}"),
             };
-            let inner = clause(sql, inner, &inner_scope, depth + 1);
-            format!(
-                "({r}.res_type, {r}.id) IN (SELECT {y}.target_type, {y}.target_id FROM idx_reference {y} \
-                 JOIN resources {h} ON {h}.tenant = {y}.tenant AND {h}.res_type = {y}.res_type AND {h}.id = {y}.res_id \
-                 WHERE {y}.tenant = {tenant} AND {y}.res_type = {st} AND {y}.param = {p} AND NOT {h}.deleted \
-                 AND ({inner}))"
-            )
-        }
-        Condition::AnyOf(alternatives) => {
-            let parts: Vec<String> = alternatives
-                .iter()
-                .map(|a| clause(sql, a, scope, depth))
-                .collect();
-            format!("({})", parts.join(" OR "))
+            let inner = clause(sql, inner, &inner_scope, depth + 1, Form::In);
+            Member {
+                ty: format!("{y}.target_type"),
+                id: format!("{y}.target_id"),
+                core: format!(
+                    "FROM idx_reference {y} \
+                     JOIN resources {h} ON {h}.tenant = {y}.tenant AND {h}.res_type = {y}.res_type AND {h}.id = {y}.res_id \
+                     WHERE {y}.tenant = {tenant} AND {y}.res_type = {st} AND {y}.param = {p} AND NOT {h}.deleted \
+                     AND ({inner})"
+                ),
+                negated: false,
+            }
         }
         Condition::Token {
             param,
             any_of,
             negate,
         } => {
-            let e = member(sql, scope, IndexTable::Token, param, |sql: &mut Sql| {
+            let mut m = member(sql, IndexTable::Token, param, |sql: &mut Sql| {
                 any_of
                     .iter()
                     .map(|(system, code)| {
@@ -419,10 +472,11 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
                     })
                     .collect()
             });
-            if *negate { format!("NOT {e}") } else { e }
+            m.negated = *negate;
+            m
         }
         Condition::Reference { param, any_of } => {
-            member(sql, scope, IndexTable::Reference, param, |sql| {
+            member(sql, IndexTable::Reference, param, |sql| {
                 any_of
                     .iter()
                     .map(|(target_type, id)| match target_type {
@@ -436,58 +490,52 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
                     .collect()
             })
         }
-        Condition::Number { param, any_of } => {
-            member(sql, scope, IndexTable::Number, param, |sql| {
-                any_of.iter().map(|t| sql.number(t)).collect()
-            })
-        }
-        Condition::Quantity { param, any_of } => {
-            member(sql, scope, IndexTable::Quantity, param, |sql| {
-                any_of
-                    .iter()
-                    .map(|(t, system, code)| {
-                        let mut parts = vec![sql.number(t)];
-                        match (system, code) {
-                            (Some(s), Some(c)) => {
-                                parts.push(format!("x.system = {}", sql.text(s)));
-                                parts.push(format!("x.code = {}", sql.text(c)));
-                            }
-                            (None, Some(c)) => {
-                                let (a, b) = (sql.text(c), sql.text(c));
-                                parts.push(format!("(x.code = {a} OR x.unit = {b})"));
-                            }
-                            (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
-                            (None, None) => {}
+        Condition::Number { param, any_of } => member(sql, IndexTable::Number, param, |sql| {
+            any_of.iter().map(|t| sql.number(t)).collect()
+        }),
+        Condition::Quantity { param, any_of } => member(sql, IndexTable::Quantity, param, |sql| {
+            any_of
+                .iter()
+                .map(|(t, system, code)| {
+                    let mut parts = vec![sql.number(t)];
+                    match (system, code) {
+                        (Some(s), Some(c)) => {
+                            parts.push(format!("x.system = {}", sql.text(s)));
+                            parts.push(format!("x.code = {}", sql.text(c)));
                         }
-                        format!("({})", parts.join(" AND "))
-                    })
-                    .collect()
-            })
-        }
+                        (None, Some(c)) => {
+                            let (a, b) = (sql.text(c), sql.text(c));
+                            parts.push(format!("(x.code = {a} OR x.unit = {b})"));
+                        }
+                        (Some(s), None) => parts.push(format!("x.system = {}", sql.text(s))),
+                        (None, None) => {}
+                    }
+                    format!("({})", parts.join(" AND "))
+                })
+                .collect()
+        }),
         Condition::Uri {
             param,
             any_of,
             below,
-        } => {
-            member(sql, scope, IndexTable::Uri, param, |sql| {
-                any_of
-                    .iter()
-                    .map(|u| {
-                        if *below {
-                            // A prefix match written without LIKE, so no wildcard
-                            // in the value can widen it.
-                            let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
-                            let a = sql.text(u);
-                            format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
-                        } else {
-                            format!("x.value = {}", sql.text(u))
-                        }
-                    })
-                    .collect()
-            })
-        }
+        } => member(sql, IndexTable::Uri, param, |sql| {
+            any_of
+                .iter()
+                .map(|u| {
+                    if *below {
+                        // A prefix match written without LIKE, so no wildcard
+                        // in the value can widen it.
+                        let b = sql.int(i64::try_from(u.len()).unwrap_or(i64::MAX));
+                        let a = sql.text(u);
+                        format!("substr(x.value, 1, CAST({b} AS INTEGER)) = {a}")
+                    } else {
+                        format!("x.value = {}", sql.text(u))
+                    }
+                })
+                .collect()
+        }),
         Condition::StringHash { param, any_of } => {
-            member(sql, scope, IndexTable::StringHash, param, |sql| {
+            member(sql, IndexTable::StringHash, param, |sql| {
                 any_of
                     .iter()
                     .map(|h| format!("x.hash = {}", sql.bind(Bind::Bytes(h.clone()))))
@@ -495,14 +543,14 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
             })
         }
         Condition::ReferenceUrl { param, any_of } => {
-            member(sql, scope, IndexTable::Reference, param, |sql| {
+            member(sql, IndexTable::Reference, param, |sql| {
                 any_of
                     .iter()
                     .map(|u| format!("x.url = {}", sql.text(u)))
                     .collect()
             })
         }
-        Condition::Date { param, any_of } => member(sql, scope, IndexTable::Date, param, |sql| {
+        Condition::Date { param, any_of } => member(sql, IndexTable::Date, param, |sql| {
             any_of
                 .iter()
                 .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
@@ -513,8 +561,28 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
             table,
             missing,
         } => {
-            let e = member(sql, scope, *table, param, |_| vec!["1 = 1".to_owned()]);
-            if *missing { format!("NOT {e}") } else { e }
+            let mut m = member(sql, *table, param, |_| vec!["1 = 1".to_owned()]);
+            m.negated = *missing;
+            m
+        }
+        Condition::AnyOf(_) | Condition::Id(_) | Condition::LastUpdated(_) => return None,
+    })
+}
+
+/// The SQL of one condition on the resource rows of `scope`; `depth` keeps the
+/// aliases of nested chains and `_has` apart.
+fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form) -> String {
+    if let Some(m) = membership(sql, c, depth) {
+        return m.render(form, scope);
+    }
+    let r = scope.r.as_str();
+    match c {
+        Condition::AnyOf(alternatives) => {
+            let parts: Vec<String> = alternatives
+                .iter()
+                .map(|a| clause(sql, a, scope, depth, form))
+                .collect();
+            format!("({})", parts.join(" OR "))
         }
         Condition::Id(ids) => {
             let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
@@ -536,34 +604,99 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize) -> String {
                 .collect();
             format!("({})", alternatives.join(" OR "))
         }
+        _ => unreachable!("memberships are rendered above"),
     }
 }
 
-fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (String, Vec<Bind>) {
-    let mut sql = Sql {
-        text: String::new(),
-        binds: Vec::new(),
-        style,
-        tenant: String::new(),
-    };
-    let (t, rt) = (sql.text(tenant), sql.text(&q.res_type));
-    sql.tenant = t.clone();
+/// Where the rows of a search come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// Walk the resources of the type in result order, testing every condition
+    /// on each: best when the conditions match many resources.
+    Walk,
+    /// Start from the resources matching this condition (its index in
+    /// `SearchQuery::conditions`), then test the others on them.
+    Condition(usize),
+}
+
+/// For each condition that could drive the query, the SQL counting its matches
+/// up to `drive_below` (one column `n`): a condition matching fewer drives the
+/// query; when all match more, walking in result order finds a page sooner
+/// than building and sorting their sets. Empty when the choice is already
+/// clear (an `_id` condition, or always walking).
+pub fn estimates_sql(
+    tenant: &str,
+    q: &SearchQuery,
+    style: Placeholders,
+) -> Vec<(usize, String, Vec<Bind>)> {
+    if q.drive_below == 0 || q.conditions.iter().any(|c| matches!(c, Condition::Id(_))) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, c) in q.conditions.iter().enumerate() {
+        let mut sql = Sql::new(style, tenant);
+        let rt = sql.text(&q.res_type);
+        let Some(m) = membership(&mut sql, c, 0) else {
+            continue;
+        };
+        if m.negated {
+            continue;
+        }
+        let cap = sql.int(i64::from(q.drive_below));
+        let text = format!(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 AS one {core} AND {ty} = {rt} LIMIT {cap}) e",
+            core = m.core,
+            ty = m.ty
+        );
+        out.push((i, text, sql.binds));
+    }
+    out
+}
+
+/// The driver given the estimates (condition index, capped count).
+pub fn choose_driver(q: &SearchQuery, estimates: &[(usize, u64)]) -> Driver {
+    match estimates.iter().min_by_key(|(_, n)| *n) {
+        Some((i, n)) if *n < u64::from(q.drive_below) => Driver::Condition(*i),
+        _ => Driver::Walk,
+    }
+}
+
+fn build(
+    tenant: &str,
+    q: &SearchQuery,
+    style: Placeholders,
+    driver: Driver,
+    count: bool,
+) -> (String, Vec<Bind>) {
+    let mut sql = Sql::new(style, tenant);
+    let t = sql.tenant.clone();
+    let rt = sql.text(&q.res_type);
     let top = Scope {
         r: "r".to_owned(),
         types: format!("= {rt}"),
     };
+    let mut from = "resources r".to_owned();
     let mut clauses = vec![
         format!("r.tenant = {t}"),
         format!("r.res_type = {rt}"),
         "NOT r.deleted".to_owned(),
     ];
-    for c in &q.conditions {
-        let c = clause(&mut sql, c, &top, 0);
+    for (i, c) in q.conditions.iter().enumerate() {
+        if driver == Driver::Condition(i)
+            && let Some(m) = membership(&mut sql, c, 0).filter(|m| !m.negated)
+        {
+            // CROSS JOIN keeps the driving set first on SQLite; PostgreSQL
+            // plans it like any join.
+            from = format!("({}) d CROSS JOIN resources r", m.ids(&top.types));
+            clauses.push("r.id = d.id".to_owned());
+            continue;
+        }
+        let c = clause(&mut sql, c, &top, 0, Form::Exists);
         clauses.push(c);
     }
     if count {
         sql.text = format!(
-            "SELECT COUNT(*) AS n FROM resources r WHERE {}",
+            "SELECT COUNT(*) AS n FROM {from} WHERE {}",
             clauses.join(" AND ")
         );
         return (sql.text, sql.binds);
@@ -662,21 +795,31 @@ fn build(tenant: &str, q: &SearchQuery, style: Placeholders, count: bool) -> (St
     let limit = sql.int(i64::from(q.limit));
     sql.text = format!(
         "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, {select_key} \
-         FROM resources r WHERE {} ORDER BY {order} LIMIT {limit}",
+         FROM {from} WHERE {} ORDER BY {order} LIMIT {limit}",
         clauses.join(" AND ")
     );
     (sql.text, sql.binds)
 }
 
 /// The SQL and binds of a search; columns are those of `VersionRow`.
-pub fn search_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
-    build(tenant, q, style, false)
+pub fn search_sql(
+    tenant: &str,
+    q: &SearchQuery,
+    style: Placeholders,
+    driver: Driver,
+) -> (String, Vec<Bind>) {
+    build(tenant, q, style, driver, false)
 }
 
 /// The SQL and binds counting all matches of a search (`_total`); one column `n`.
-pub fn count_sql(tenant: &str, q: &SearchQuery, style: Placeholders) -> (String, Vec<Bind>) {
+pub fn count_sql(
+    tenant: &str,
+    q: &SearchQuery,
+    style: Placeholders,
+    driver: Driver,
+) -> (String, Vec<Bind>) {
     // Counting ignores the sort and the page position (both come after it in `build`).
-    build(tenant, q, style, true)
+    build(tenant, q, style, driver, true)
 }
 
 /// A raw SQL query with its values bound, for either backend.
@@ -733,13 +876,14 @@ mod tests {
             sort: None,
             after: Some(Cursor::Id("abc".into())),
             limit: 21,
+            drive_below: 4096,
         };
-        let (sql, binds) = search_sql("default", &q, Placeholders::Numbered);
+        let (sql, binds) = search_sql("default", &q, Placeholders::Numbered, Driver::Walk);
         assert!(!sql.contains("1'"), "{sql}");
         assert!(sql.contains("x.code = $4 AND x.system = $5"), "{sql}");
         assert_eq!(binds.len(), 12);
         assert_eq!(binds.last(), Some(&Bind::Int(21)));
-        let (sql, _) = search_sql("default", &q, Placeholders::Question);
+        let (sql, _) = search_sql("default", &q, Placeholders::Question, Driver::Condition(1));
         assert!(!sql.contains('$'));
     }
 }

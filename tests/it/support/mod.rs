@@ -239,3 +239,35 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A search scenario on both backends, once with the planner's choice of
+/// driving condition and once walking in result order with every condition
+/// probed: both plans must give the same answers.
+#[macro_export]
+macro_rules! every_plan {
+    ($name:ident) => {
+        mod $name {
+            use $crate::support::{Backend, TestApp};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(TestApp::start(Backend::Sqlite).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(TestApp::start(Backend::Postgres).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_walking() {
+                let app =
+                    TestApp::start_with(Backend::Sqlite, |c| c.fhir.search_drive_below = 0).await;
+                super::$name(app).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_walking() {
+                let app =
+                    TestApp::start_with(Backend::Postgres, |c| c.fhir.search_drive_below = 0).await;
+                super::$name(app).await
+            }
+        }
+    };
+}
