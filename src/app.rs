@@ -123,9 +123,15 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         master_key = keys.master_key_id(),
         "store ready"
     );
+    let service = Service::new(store, keys);
+    // Index changes of a migration are finished before the first search.
+    service
+        .run_reindex_jobs(DEFAULT_TENANT)
+        .await
+        .map_err(|e| StartError::Database(format!("reindex: {e}")))?;
     let started = crate::time::format_instant(crate::time::now_micros());
     Ok(AppState {
-        service: Service::new(store, keys),
+        service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),
         capability: http::metadata_statement(&started),

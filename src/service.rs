@@ -192,6 +192,63 @@ impl Service {
         })
     }
 
+    /// Runs the unfinished reindex jobs of a tenant to their end: each batch of
+    /// live resources is opened, its index rows extracted again and written in
+    /// one transaction with the job's new position, so a stopped job resumes
+    /// where it was. Returns the number of resources reindexed.
+    pub async fn run_reindex_jobs(&self, tenant: &str) -> Result<u64, ApiError> {
+        const BATCH: u32 = 500;
+        let mut total = 0u64;
+        for mut job in self.store.reindex_jobs().await? {
+            if job.done || job.tenant != tenant {
+                continue;
+            }
+            tracing::info!(job = %job.name, reason = %job.reason, "reindex job started");
+            loop {
+                let versions = self
+                    .store
+                    .reindex_batch(tenant, (&job.after.0, &job.after.1), BATCH)
+                    .await?;
+                let finished = versions.len() < BATCH as usize;
+                let mut batch = Vec::with_capacity(versions.len());
+                for v in versions {
+                    let opened = self.open(tenant, v).await?;
+                    let resource = crate::json::parse(&opened.body).map_err(|_| {
+                        ApiError::internal(format!(
+                            "stored body of {}/{} is not JSON",
+                            opened.res_type, opened.id
+                        ))
+                    })?;
+                    let index =
+                        plan::index_rows(&opened.res_type, &extract(&resource), &|input| {
+                            self.search_hash(tenant, input)
+                        })?;
+                    batch.push(hearth_store::Reindexed {
+                        res_type: opened.res_type,
+                        id: opened.id,
+                        version: opened.version,
+                        last_updated: opened.last_updated,
+                        index,
+                    });
+                }
+                let n = batch.len() as u64;
+                let last = batch.last().map(|r| (r.res_type.clone(), r.id.clone()));
+                self.store.reindex_apply(&job, batch, finished).await?;
+                total += n;
+                job.processed += n as i64;
+                if let Some(last) = last {
+                    job.after = last;
+                }
+                if finished {
+                    break;
+                }
+                tracing::info!(job = %job.name, processed = job.processed, "reindexing");
+            }
+            tracing::info!(job = %job.name, processed = job.processed, "reindex job finished");
+        }
+        Ok(total)
+    }
+
     /// `GET [type]/[id]`: 404 when unknown, 410 when deleted.
     pub async fn read(
         &self,

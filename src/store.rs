@@ -71,6 +71,28 @@ impl Store for AnyStore {
         delegate!(self, s => s.history(tenant, q))
     }
 
+    async fn reindex_jobs(&self) -> StoreResult<Vec<hearth_store::ReindexJob>> {
+        delegate!(self, s => s.reindex_jobs())
+    }
+
+    async fn reindex_batch(
+        &self,
+        tenant: &str,
+        after: (&str, &str),
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        delegate!(self, s => s.reindex_batch(tenant, after, limit))
+    }
+
+    async fn reindex_apply(
+        &self,
+        job: &hearth_store::ReindexJob,
+        batch: Vec<hearth_store::Reindexed>,
+        finished: bool,
+    ) -> StoreResult<()> {
+        delegate!(self, s => s.reindex_apply(job, batch, finished))
+    }
+
     async fn search(
         &self,
         tenant: &str,

@@ -97,9 +97,8 @@ async fn run(
         state.service.search_hash(DEFAULT_TENANT, input)
     })?;
     // A position must come from a page of the same ordering.
-    let sorted = q.sort.is_some();
     if let Some(after) = &q.after
-        && sorted == matches!(after, Cursor::Id(_))
+        && after.keys.len() != q.sort.len()
     {
         return Err(ApiError::invalid("_page does not belong to this search"));
     }
@@ -334,7 +333,7 @@ async fn includes(
         let q = hearth_store::search::SearchQuery {
             res_type: inc.source_type.clone(),
             conditions: vec![Condition::AnyOf(links)],
-            sort: None,
+            sort: Vec::new(),
             after: None,
             limit: state.max_page_size,
             drive_below: state.search_drive_below,

@@ -7,7 +7,7 @@
 
 use hearth_store::IndexRow;
 use hearth_store::search::{
-    Condition, Cursor, DateOp, IndexTable, NumberOp, NumberTest, SearchQuery, Sort, SortKey,
+    Condition, Cursor, DateOp, IndexTable, MAX_SORT_KEYS, NumberOp, NumberTest, SearchQuery, SortBy,
 };
 
 use super::extract::{IndexEntry, IndexValue, date_range};
@@ -467,40 +467,47 @@ fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, Ap
     Ok(condition)
 }
 
-/// The sort of a request: one key (a date or number parameter, or
-/// `_lastUpdated`), then id. Other keys answer 501.
-fn sort(req: &SearchRequest) -> Result<Option<Sort>, ApiError> {
-    let (code, descending) = match req.sort.as_slice() {
-        [] => return Ok(None),
-        [(code, descending)] => (code.as_str(), *descending),
-        _ => return Err(not_yet("_sort on more than one parameter".into())),
-    };
-    let key = match code {
-        "_lastUpdated" => SortKey::LastUpdated,
-        "_id" => {
-            return Err(not_yet(
-                "_sort on _id (results are in id order by default)".into(),
-            ));
-        }
-        _ => {
-            let def = r4()
-                .get(&req.resource_type, code)
-                .ok_or_else(|| ApiError::invalid(format!("unknown sort parameter {code}")))?;
-            match def.kind {
-                ParamType::Date if is_searchable(def) => SortKey::Date(code.to_owned()),
-                ParamType::Number => SortKey::Value {
-                    table: IndexTable::Number,
-                    param: code.to_owned(),
-                },
-                ParamType::Quantity => SortKey::Value {
-                    table: IndexTable::Quantity,
-                    param: code.to_owned(),
-                },
-                _ => return Err(not_yet(format!("_sort on {code}"))),
+/// The sort of a request: up to three keys, each `_lastUpdated` or a date,
+/// number or quantity parameter (those have sort keys kept on write), then id.
+/// Other keys answer 501.
+fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
+    if req.sort.len() > MAX_SORT_KEYS {
+        return Err(not_yet(format!(
+            "_sort on more than {MAX_SORT_KEYS} parameters"
+        )));
+    }
+    let mut out = Vec::new();
+    for (code, descending) in &req.sort {
+        let code = code.as_str();
+        match code {
+            "_lastUpdated" => {}
+            "_id" => {
+                return Err(not_yet(
+                    "_sort on _id (results are in id order by default)".into(),
+                ));
+            }
+            _ => {
+                let def = r4()
+                    .get(&req.resource_type, code)
+                    .ok_or_else(|| ApiError::invalid(format!("unknown sort parameter {code}")))?;
+                let sortable = matches!(
+                    def.kind,
+                    ParamType::Date | ParamType::Number | ParamType::Quantity
+                ) && is_searchable(def);
+                if !sortable {
+                    return Err(not_yet(format!("_sort on {code}")));
+                }
             }
         }
-    };
-    Ok(Some(Sort { key, descending }))
+        if out.iter().any(|s: &SortBy| s.param == code) {
+            return Err(ApiError::invalid(format!("_sort names {code} twice")));
+        }
+        out.push(SortBy {
+            param: code.to_owned(),
+            descending: *descending,
+        });
+    }
+    Ok(out)
 }
 
 /// Translates a parsed request into a store query (the page after `after`).

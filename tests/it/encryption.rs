@@ -105,18 +105,7 @@ async fn ciphertext_moved_to_another_row_fails_to_decrypt(app: TestApp) {
          nonce = (SELECT nonce FROM resources WHERE id = '{a}'), \
          body = (SELECT body FROM resources WHERE id = '{a}') WHERE id = '{b}'"
     );
-    match app.backend {
-        Backend::Sqlite => {
-            use diesel::{Connection, RunQueryDsl, SqliteConnection};
-            let path = app.data_dir().join("hearth.db");
-            let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-            diesel::sql_query("PRAGMA busy_timeout = 10000")
-                .execute(&mut c)
-                .unwrap();
-            assert_eq!(diesel::sql_query(sql).execute(&mut c).unwrap(), 1);
-        }
-        Backend::Postgres => postgres::execute(app.database_url.as_deref().unwrap(), &sql).await,
-    }
+    app.execute_sql(&sql).await;
     let (status, oo) = json(app.get(&format!("Patient/{b}")).await).await;
     assert_eq!(status, 500);
     let text = oo.to_string();

@@ -675,6 +675,29 @@ async fn sorting_with_keyset_pages(app: TestApp) {
         .await,
         ["q2", "q1", "q3"]
     );
+    // Several keys: q4 has q1's value and was written after it.
+    let q4 = r#"{"resourceType":"Observation","id":"q4","status":"final","code":{"text":"q"},"valueQuantity":{"value":5.0}}"#;
+    assert!(app.put("Observation/q4", q4).await.status().is_success());
+    assert_eq!(
+        walk(
+            &app,
+            "Observation?_sort=value-quantity,-_lastUpdated&_count=2&_id=q1,q2,q3,q4,o1"
+        )
+        .await,
+        ["q2", "q4", "q1", "q3", "o1"]
+    );
+    assert_eq!(
+        walk(
+            &app,
+            "Observation?_sort=value-quantity,_lastUpdated&_count=3&_id=q1,q2,q3,q4,o1"
+        )
+        .await,
+        ["q2", "q1", "q4", "q3", "o1"]
+    );
+    assert_eq!(
+        walk(&app, "Observation?_sort=-date,value-quantity&_count=2").await,
+        ["o3", "o1", "o2", "q2", "q1", "q4", "q3", "o4"]
+    );
     assert_eq!(app.get("Observation?_sort=code").await.status(), 501);
     assert_eq!(app.get("Observation?_sort=date,code").await.status(), 501);
     assert_eq!(
@@ -693,3 +716,40 @@ async fn sorting_with_keyset_pages(app: TestApp) {
     );
 }
 every_plan!(sorting_with_keyset_pages);
+
+/// A reindex job left by a migration runs at start-up, from its recorded
+/// position: resources before it are not touched, those after it get their
+/// index rows (here, sort keys) back, and the job is marked done.
+async fn reindex_job_resumes_from_its_position(app: TestApp) {
+    seed(&app).await;
+    app.execute_sql(
+        "DELETE FROM idx_sort; \
+         INSERT INTO reindex_jobs (tenant, name, reason, done, after_type, after_id, processed, created_at, updated_at) \
+         VALUES ('default', 'test', 'a test', FALSE, 'Observation', 'o1', 0, 0, 0);",
+    )
+    .await;
+    // Without sort keys, every resource sorts last, by id.
+    assert_eq!(
+        walk(&app, "Observation?_sort=-date").await,
+        ["o1", "o2", "o3"]
+    );
+    let config = app.config.clone();
+    let again = TestApp::start_with(app.backend, |c| *c = config.clone()).await;
+    // o2 and o3 (after the position) have keys again; o1 (before it) not.
+    assert_eq!(
+        walk(&again, "Observation?_sort=-date").await,
+        ["o3", "o2", "o1"]
+    );
+    assert_eq!(
+        walk(&again, "Patient?_sort=-_lastUpdated").await,
+        ["p2", "p1"],
+        "Patients come after Observation/o1: reindexed"
+    );
+    // Done: a third start leaves the job alone (o1 still has no key).
+    let third = TestApp::start_with(app.backend, |c| *c = config.clone()).await;
+    assert_eq!(
+        walk(&third, "Observation?_sort=-date").await,
+        ["o3", "o2", "o1"]
+    );
+}
+every_plan!(reindex_job_resumes_from_its_position);

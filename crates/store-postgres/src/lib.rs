@@ -10,18 +10,18 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, SearchRow, VersionRow, data_keys,
+    CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, SearchRow, VersionRow, data_keys,
     hearth_migrations, history_version_columns, idx_date, idx_number, idx_quantity, idx_reference,
-    idx_string_hash, idx_token, idx_uri, resource_history, resources,
+    idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver, count_sql,
     estimates_sql, search_sql,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
-    StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteKind, WriteOutcome, WritePlan,
-    pending_migrations, plan_write,
+    HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Micros, Migration,
+    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey, WriteIntent,
+    WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
 pub use tls::{ConnectOptions, SslMode, UrlError};
@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0004_number_quantity_uri_index",
         sql: include_str!("../../../schema/postgres/0004_number_quantity_uri_index.sql"),
+    },
+    Migration {
+        name: "0005_sort_keys",
+        sql: include_str!("../../../schema/postgres/0005_sort_keys.sql"),
     },
 ];
 
@@ -147,42 +151,44 @@ async fn write_tx(
         .execute(c)
         .await
         .map_err(StoreError::from)?;
-    replace_index(c, tenant, intent).await?;
+    let index = match intent.kind {
+        WriteKind::Put => Some((intent.index, intent.last_updated)),
+        WriteKind::Delete => None,
+    };
+    replace_index(c, tenant, intent.res_type, intent.id, index).await?;
     Ok(WriteOutcome::Written { version, created })
 }
 
-/// Replaces the resource's index rows with those of the new version.
+/// Replaces a resource's index rows: removes them all, then (unless deleted)
+/// inserts those given.
 async fn replace_index(
     c: &mut AsyncPgConnection,
     tenant: &str,
-    intent: &WriteIntent<'_>,
+    t: &str,
+    id: &str,
+    index: Option<(&[IndexRow], Micros)>,
 ) -> StoreResult<()> {
-    let (t, id) = (intent.res_type, intent.id);
-    hearth_store::delete_index_rows!(idx_token, tenant, t, id)
-        .execute(c)
-        .await?;
-    hearth_store::delete_index_rows!(idx_reference, tenant, t, id)
-        .execute(c)
-        .await?;
-    hearth_store::delete_index_rows!(idx_date, tenant, t, id)
-        .execute(c)
-        .await?;
-    hearth_store::delete_index_rows!(idx_string_hash, tenant, t, id)
-        .execute(c)
-        .await?;
-    hearth_store::delete_index_rows!(idx_number, tenant, t, id)
-        .execute(c)
-        .await?;
-    hearth_store::delete_index_rows!(idx_quantity, tenant, t, id)
-        .execute(c)
-        .await?;
-    hearth_store::delete_index_rows!(idx_uri, tenant, t, id)
-        .execute(c)
-        .await?;
-    if intent.kind == WriteKind::Delete {
-        return Ok(());
+    macro_rules! delete {
+        ($($table:ident),*) => {
+            $(hearth_store::delete_index_rows!($table, tenant, t, id)
+                .execute(c)
+                .await?;)*
+        };
     }
-    let rows = IndexInserts::new(tenant, t, id, intent.index);
+    delete!(
+        idx_token,
+        idx_reference,
+        idx_date,
+        idx_string_hash,
+        idx_number,
+        idx_quantity,
+        idx_uri,
+        idx_sort
+    );
+    let Some((index, last_updated)) = index else {
+        return Ok(());
+    };
+    let rows = IndexInserts::new(tenant, t, id, index, last_updated);
     macro_rules! insert {
         ($table:ident, $rows:expr) => {
             if !$rows.is_empty() {
@@ -200,6 +206,7 @@ async fn replace_index(
     insert!(idx_number, rows.numbers);
     insert!(idx_quantity, rows.quantities);
     insert!(idx_uri, rows.uris);
+    insert!(idx_sort, rows.sorts);
     Ok(())
 }
 
@@ -314,12 +321,110 @@ impl hearth_store::Store for PgStore {
 
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         let mut c = self.conn().await?;
-        let driver = driver(&mut c, tenant, q).await?;
-        let (sql, binds) = search_sql(tenant, q, Placeholders::Numbered, driver);
-        let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds)
+        let c: &mut AsyncPgConnection = &mut c;
+        // One transaction (repeatable read): every statement sees the same snapshot.
+        c.build_transaction()
+            .read_only()
+            .repeatable_read()
+            .run::<_, StoreError, _>(async |c| {
+                let driver = driver(c, tenant, q).await?;
+                let mut hits = Vec::new();
+                for (sql, binds) in search_sql(tenant, q, Placeholders::Numbered, driver) {
+                    if hits.len() >= q.limit as usize {
+                        break;
+                    }
+                    let rows: Vec<SearchRow> =
+                        bound_query::<diesel::pg::Pg>(sql, binds).load(c).await?;
+                    hits.extend(rows.into_iter().map(SearchHit::from));
+                }
+                hits.truncate(q.limit as usize);
+                Ok(hits)
+            })
+            .await
+    }
+
+    async fn reindex_jobs(&self) -> StoreResult<Vec<ReindexJob>> {
+        let mut c = self.conn().await?;
+        let rows: Vec<ReindexJobRow> = reindex_jobs::table
+            .select(ReindexJobRow::as_select())
+            .order((reindex_jobs::created_at, reindex_jobs::name))
             .load(&mut c)
             .await?;
-        Ok(rows.into_iter().map(SearchHit::from).collect())
+        Ok(rows.into_iter().map(ReindexJob::from).collect())
+    }
+
+    async fn reindex_batch(
+        &self,
+        tenant: &str,
+        after: (&str, &str),
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        let mut c = self.conn().await?;
+        let (t, id) = after;
+        let rows: Vec<VersionRow> = resources::table
+            .filter(resources::tenant.eq(tenant))
+            .filter(resources::deleted.eq(false))
+            .filter(
+                resources::res_type
+                    .gt(t)
+                    .or(resources::res_type.eq(t).and(resources::id.gt(id))),
+            )
+            .order((resources::res_type, resources::id))
+            .limit(i64::from(limit))
+            .select(VersionRow::as_select())
+            .load(&mut c)
+            .await?;
+        Ok(rows.into_iter().map(StoredVersion::from).collect())
+    }
+
+    async fn reindex_apply(
+        &self,
+        job: &ReindexJob,
+        batch: Vec<Reindexed>,
+        finished: bool,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let c: &mut AsyncPgConnection = &mut c;
+        c.transaction::<_, StoreError, _>(async |c| {
+            for r in &batch {
+                // Only if no write came since the version was read (the row lock
+                // keeps one from coming before this transaction ends).
+                let current: Option<(i64, bool)> = resources::table
+                    .find((&job.tenant, &r.res_type, &r.id))
+                    .select((resources::version, resources::deleted))
+                    .for_update()
+                    .first(c)
+                    .await
+                    .optional()?;
+                if current == Some((r.version, false)) {
+                    replace_index(
+                        c,
+                        &job.tenant,
+                        &r.res_type,
+                        &r.id,
+                        Some((&r.index, r.last_updated)),
+                    )
+                    .await?;
+                }
+            }
+            let (after_type, after_id) = batch
+                .last()
+                .map(|r| (r.res_type.clone(), r.id.clone()))
+                .unwrap_or(job.after.clone());
+            diesel::update(reindex_jobs::table.find((&job.tenant, &job.name)))
+                .set((
+                    reindex_jobs::done.eq(finished),
+                    reindex_jobs::after_type.eq(after_type),
+                    reindex_jobs::after_id.eq(after_id),
+                    reindex_jobs::processed
+                        .eq(reindex_jobs::processed + i64::try_from(batch.len()).unwrap_or(0)),
+                    reindex_jobs::updated_at.eq(hearth_store::now_micros()),
+                ))
+                .execute(c)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {

@@ -9,18 +9,18 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, SearchRow, VersionRow, data_keys,
+    CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, SearchRow, VersionRow, data_keys,
     hearth_migrations, history_version_columns, idx_date, idx_number, idx_quantity, idx_reference,
-    idx_string_hash, idx_token, idx_uri, resource_history, resources,
+    idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver, count_sql,
     estimates_sql, search_sql,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, SealFn, StoreError,
-    StoreResult, StoredVersion, WrappedKey, WriteIntent, WriteOutcome, WritePlan,
-    pending_migrations, plan_write,
+    HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Micros, Migration,
+    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey, WriteIntent,
+    WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
 /// Migrations of this backend, in order. Every file of `schema/sqlite/` is listed.
@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0004_number_quantity_uri_index",
         sql: include_str!("../../../schema/sqlite/0004_number_quantity_uri_index.sql"),
+    },
+    Migration {
+        name: "0005_sort_keys",
+        sql: include_str!("../../../schema/sqlite/0005_sort_keys.sql"),
     },
 ];
 
@@ -180,17 +184,23 @@ fn write_tx(
         .set(&row)
         .execute(c)
         .map_err(StoreError::from)?;
-    replace_index(c, tenant, intent)?;
+    let index = match intent.kind {
+        hearth_store::WriteKind::Put => Some((intent.index, intent.last_updated)),
+        hearth_store::WriteKind::Delete => None,
+    };
+    replace_index(c, tenant, intent.res_type, intent.id, index)?;
     Ok(WriteOutcome::Written { version, created })
 }
 
-/// Replaces the resource's index rows with those of the new version.
+/// Replaces a resource's index rows: removes them all, then (unless deleted)
+/// inserts those given.
 fn replace_index(
     c: &mut SqliteConnection,
     tenant: &str,
-    intent: &WriteIntent<'_>,
+    t: &str,
+    id: &str,
+    index: Option<(&[IndexRow], Micros)>,
 ) -> StoreResult<()> {
-    let (t, id) = (intent.res_type, intent.id);
     hearth_store::delete_index_rows!(idx_token, tenant, t, id).execute(c)?;
     hearth_store::delete_index_rows!(idx_reference, tenant, t, id).execute(c)?;
     hearth_store::delete_index_rows!(idx_date, tenant, t, id).execute(c)?;
@@ -198,10 +208,11 @@ fn replace_index(
     hearth_store::delete_index_rows!(idx_number, tenant, t, id).execute(c)?;
     hearth_store::delete_index_rows!(idx_quantity, tenant, t, id).execute(c)?;
     hearth_store::delete_index_rows!(idx_uri, tenant, t, id).execute(c)?;
-    if intent.kind == hearth_store::WriteKind::Delete {
+    hearth_store::delete_index_rows!(idx_sort, tenant, t, id).execute(c)?;
+    let Some((index, last_updated)) = index else {
         return Ok(());
-    }
-    let rows = IndexInserts::new(tenant, t, id, intent.index);
+    };
+    let rows = IndexInserts::new(tenant, t, id, index, last_updated);
     macro_rules! insert {
         ($table:ident, $rows:expr) => {
             if !$rows.is_empty() {
@@ -218,6 +229,7 @@ fn replace_index(
     insert!(idx_number, rows.numbers);
     insert!(idx_quantity, rows.quantities);
     insert!(idx_uri, rows.uris);
+    insert!(idx_sort, rows.sorts);
     Ok(())
 }
 
@@ -368,10 +380,104 @@ impl hearth_store::Store for SqliteStore {
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         let (tenant, q) = (tenant.to_owned(), q.clone());
         self.with_reader(move |c| {
-            let driver = driver(c, &tenant, &q)?;
-            let (sql, binds) = search_sql(&tenant, &q, Placeholders::Question, driver);
-            let rows: Vec<SearchRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
-            Ok(rows.into_iter().map(SearchHit::from).collect())
+            // One read transaction: every statement sees the same snapshot.
+            c.transaction(|c| {
+                let driver = driver(c, &tenant, &q)?;
+                let mut hits = Vec::new();
+                for (sql, binds) in search_sql(&tenant, &q, Placeholders::Question, driver) {
+                    if hits.len() >= q.limit as usize {
+                        break;
+                    }
+                    let rows: Vec<SearchRow> =
+                        bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
+                    hits.extend(rows.into_iter().map(SearchHit::from));
+                }
+                hits.truncate(q.limit as usize);
+                Ok(hits)
+            })
+        })
+        .await
+    }
+
+    async fn reindex_jobs(&self) -> StoreResult<Vec<ReindexJob>> {
+        self.with_reader(|c| {
+            let rows: Vec<ReindexJobRow> = reindex_jobs::table
+                .select(ReindexJobRow::as_select())
+                .order((reindex_jobs::created_at, reindex_jobs::name))
+                .load(c)?;
+            Ok(rows.into_iter().map(ReindexJob::from).collect())
+        })
+        .await
+    }
+
+    async fn reindex_batch(
+        &self,
+        tenant: &str,
+        after: (&str, &str),
+        limit: u32,
+    ) -> StoreResult<Vec<StoredVersion>> {
+        let (tenant, t, id) = (tenant.to_owned(), after.0.to_owned(), after.1.to_owned());
+        self.with_reader(move |c| {
+            let rows: Vec<VersionRow> = resources::table
+                .filter(resources::tenant.eq(&tenant))
+                .filter(resources::deleted.eq(false))
+                .filter(
+                    resources::res_type
+                        .gt(&t)
+                        .or(resources::res_type.eq(&t).and(resources::id.gt(&id))),
+                )
+                .order((resources::res_type, resources::id))
+                .limit(i64::from(limit))
+                .select(VersionRow::as_select())
+                .load(c)?;
+            Ok(rows.into_iter().map(StoredVersion::from).collect())
+        })
+        .await
+    }
+
+    async fn reindex_apply(
+        &self,
+        job: &ReindexJob,
+        batch: Vec<Reindexed>,
+        finished: bool,
+    ) -> StoreResult<()> {
+        let job = job.clone();
+        self.with_writer(move |c| {
+            c.immediate_transaction(|c| {
+                for r in &batch {
+                    // Only if no write came since the version was read: a newer
+                    // version already has index rows of its own.
+                    let current: Option<(i64, bool)> = resources::table
+                        .find((&job.tenant, &r.res_type, &r.id))
+                        .select((resources::version, resources::deleted))
+                        .first(c)
+                        .optional()?;
+                    if current == Some((r.version, false)) {
+                        replace_index(
+                            c,
+                            &job.tenant,
+                            &r.res_type,
+                            &r.id,
+                            Some((&r.index, r.last_updated)),
+                        )?;
+                    }
+                }
+                let (after_type, after_id) = batch
+                    .last()
+                    .map(|r| (r.res_type.clone(), r.id.clone()))
+                    .unwrap_or(job.after.clone());
+                diesel::update(reindex_jobs::table.find((&job.tenant, &job.name)))
+                    .set((
+                        reindex_jobs::done.eq(finished),
+                        reindex_jobs::after_type.eq(after_type),
+                        reindex_jobs::after_id.eq(after_id),
+                        reindex_jobs::processed
+                            .eq(reindex_jobs::processed + i64::try_from(batch.len()).unwrap_or(0)),
+                        reindex_jobs::updated_at.eq(hearth_store::now_micros()),
+                    ))
+                    .execute(c)?;
+                Ok(())
+            })
         })
         .await
     }

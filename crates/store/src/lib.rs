@@ -153,6 +153,28 @@ pub enum IndexRow {
 
 pub mod search;
 
+/// A job rebuilding the index rows of a tenant's live resources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReindexJob {
+    pub tenant: String,
+    pub name: String,
+    pub reason: String,
+    pub done: bool,
+    /// The last (type, id) done; empty strings before the first.
+    pub after: (String, String),
+    pub processed: i64,
+}
+
+/// New index rows for one resource, valid only while it is still at `version`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reindexed {
+    pub res_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: Micros,
+    pub index: Vec<IndexRow>,
+}
+
 /// A page request over history, newest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryQuery<'a> {
@@ -273,6 +295,26 @@ pub trait Store: Send + Sync {
         tenant: &str,
         query: &search::SearchQuery,
     ) -> impl Future<Output = StoreResult<Vec<search::SearchHit>>> + Send;
+
+    /// Every reindex job, finished or not, oldest first.
+    fn reindex_jobs(&self) -> impl Future<Output = StoreResult<Vec<ReindexJob>>> + Send;
+
+    /// The next live resources of a tenant after `after` (type, id), in that order.
+    fn reindex_batch(
+        &self,
+        tenant: &str,
+        after: (&str, &str),
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<StoredVersion>>> + Send;
+
+    /// In one transaction: replaces the index rows of each resource of `batch`
+    /// still at the version it was read at, and moves the job past the batch.
+    fn reindex_apply(
+        &self,
+        job: &ReindexJob,
+        batch: Vec<Reindexed>,
+        finished: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// All data keys of a tenant, oldest first.
     fn data_keys(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<WrappedKey>>> + Send;

@@ -391,6 +391,67 @@ pub struct DateRow {
     pub high: i64,
 }
 
+diesel::table! {
+    idx_sort (tenant, res_type, res_id, param) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        key_asc -> Binary,
+        key_desc -> Binary,
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_sort)]
+pub struct SortRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub param: String,
+    pub key_asc: Vec<u8>,
+    pub key_desc: Vec<u8>,
+}
+
+diesel::table! {
+    reindex_jobs (tenant, name) {
+        tenant -> Text,
+        name -> Text,
+        reason -> Text,
+        done -> Bool,
+        after_type -> Text,
+        after_id -> Text,
+        processed -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = reindex_jobs)]
+pub struct ReindexJobRow {
+    pub tenant: String,
+    pub name: String,
+    pub reason: String,
+    pub done: bool,
+    pub after_type: String,
+    pub after_id: String,
+    pub processed: i64,
+}
+
+impl From<ReindexJobRow> for crate::ReindexJob {
+    fn from(r: ReindexJobRow) -> Self {
+        crate::ReindexJob {
+            tenant: r.tenant,
+            name: r.name,
+            reason: r.reason,
+            done: r.done,
+            after: (r.after_type, r.after_id),
+            processed: r.processed,
+        }
+    }
+}
+
 /// Index rows of one resource, split by table, ready to insert.
 #[derive(Default)]
 pub struct IndexInserts {
@@ -401,12 +462,30 @@ pub struct IndexInserts {
     pub tokens: Vec<TokenRow>,
     pub references: Vec<ReferenceRow>,
     pub dates: Vec<DateRow>,
+    pub sorts: Vec<SortRow>,
 }
 
 impl IndexInserts {
-    pub fn new(tenant: &str, res_type: &str, res_id: &str, rows: &[crate::IndexRow]) -> Self {
+    pub fn new(
+        tenant: &str,
+        res_type: &str,
+        res_id: &str,
+        rows: &[crate::IndexRow],
+        last_updated: crate::Micros,
+    ) -> Self {
         let mut out = IndexInserts::default();
         let (t, rt, id) = (tenant.to_owned(), res_type.to_owned(), res_id.to_owned());
+        out.sorts = crate::search::sort_keys(rows, last_updated)
+            .into_iter()
+            .map(|(param, key_asc, key_desc)| SortRow {
+                tenant: t.clone(),
+                res_type: rt.clone(),
+                res_id: id.clone(),
+                param,
+                key_asc,
+                key_desc,
+            })
+            .collect();
         for row in rows {
             match row {
                 crate::IndexRow::Token {
@@ -506,24 +585,29 @@ pub struct CountRow {
     pub n: i64,
 }
 
-/// A search result row: the version and its sort key (one of the two, or none).
+/// A search result row: the version and its sort keys (as many as the search
+/// has, then nulls).
 #[derive(QueryableByName)]
 pub struct SearchRow {
     #[diesel(embed)]
     pub version: VersionRow,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
-    pub sort_int: Option<i64>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
-    pub sort_real: Option<f64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    pub sort1: Option<Vec<u8>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    pub sort2: Option<Vec<u8>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    pub sort3: Option<Vec<u8>>,
 }
 
 impl From<SearchRow> for crate::search::SearchHit {
     fn from(r: SearchRow) -> Self {
-        let id = r.version.id.clone();
-        let cursor = match (r.sort_int, r.sort_real) {
-            (Some(k), _) => crate::search::Cursor::Int(k, id),
-            (None, Some(k)) => crate::search::Cursor::Real(k, id),
-            (None, None) => crate::search::Cursor::Id(id),
+        let keys = [r.sort1, r.sort2, r.sort3]
+            .into_iter()
+            .map_while(|k| k)
+            .collect();
+        let cursor = crate::search::Cursor {
+            keys,
+            id: r.version.id.clone(),
         };
         crate::search::SearchHit {
             version: r.version.into(),

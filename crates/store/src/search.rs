@@ -147,8 +147,8 @@ impl IndexTable {
 pub struct SearchQuery {
     pub res_type: String,
     pub conditions: Vec<Condition>,
-    /// The order of results after the optional sort key: always by id last.
-    pub sort: Option<Sort>,
+    /// The order of results: by these keys (none: by id), then by id.
+    pub sort: Vec<SortBy>,
     /// Keyset paging: only results after this position.
     pub after: Option<Cursor>,
     pub limit: u32,
@@ -157,23 +157,17 @@ pub struct SearchQuery {
     pub drive_below: u32,
 }
 
-/// What results can be sorted by (numeric keys, so that the order and the
-/// keyset comparison are exact on both backends).
-#[derive(Clone, Debug, PartialEq)]
-pub enum SortKey {
-    LastUpdated,
-    /// A date parameter: its earliest start ascending, its latest end descending.
-    Date(String),
-    /// A number or quantity parameter (`table` says which).
-    Value {
-        table: IndexTable,
-        param: String,
-    },
-}
+/// The parameter that sorts by a version's `lastUpdated`.
+pub const LAST_UPDATED: &str = "_lastUpdated";
 
+/// At most this many `_sort` keys.
+pub const MAX_SORT_KEYS: usize = 3;
+
+/// One `_sort` key: a parameter with sort keys (see [`sort_keys`]), ascending or
+/// descending. Results are in the order of the keys, then by id.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sort {
-    pub key: SortKey,
+pub struct SortBy {
+    pub param: String,
     pub descending: bool,
 }
 
@@ -184,35 +178,129 @@ pub struct SearchHit {
     pub cursor: Cursor,
 }
 
-/// A position in a result list: the sort key of the last row shown (when
-/// sorted) and its id.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Cursor {
-    Id(String),
-    Int(i64, String),
-    Real(f64, String),
+/// A position in a result list: the sort keys of the last row shown (as stored,
+/// see [`sort_keys`]) and its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub keys: Vec<Vec<u8>>,
+    pub id: String,
 }
 
 impl Cursor {
-    /// The text form used in `_page` links.
+    /// The text form used in `_page` links: the id alone when unsorted, else
+    /// `k` and the keys in hex, dot-separated, then `~` and the id.
     pub fn encode(&self) -> String {
-        match self {
-            Cursor::Id(id) => id.clone(),
-            Cursor::Int(k, id) => format!("i{k}~{id}"),
-            Cursor::Real(k, id) => format!("r{k:e}~{id}"),
+        if self.keys.is_empty() {
+            return self.id.clone();
         }
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        format!("k{}~{}", keys.join("."), self.id)
     }
 
     pub fn decode(s: &str) -> Option<Cursor> {
-        match s.rsplit_once('~') {
-            None => Some(Cursor::Id(s.to_owned())),
-            Some((key, id)) => match key.split_at_checked(1)? {
-                ("i", k) => Some(Cursor::Int(k.parse().ok()?, id.to_owned())),
-                ("r", k) => Some(Cursor::Real(k.parse().ok()?, id.to_owned())),
-                _ => None,
-            },
-        }
+        let Some((keys, id)) = s.rsplit_once('~') else {
+            return Some(Cursor {
+                keys: Vec::new(),
+                id: s.to_owned(),
+            });
+        };
+        let keys = keys
+            .strip_prefix('k')?
+            .split('.')
+            .map(|hex| {
+                if hex.len() % 2 != 0 || !hex.is_ascii() {
+                    return None;
+                }
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Cursor {
+            keys,
+            id: id.to_owned(),
+        })
     }
+}
+
+/// Every stored key starts with this byte, so the missing-value markers sort
+/// around all of them: `[0xFF]` after (ascending), `[]` before (descending).
+const KEY_TAG: u8 = 0x01;
+const MISSING_LAST_ASC: [u8; 1] = [0xFF];
+const MISSING_LAST_DESC: [u8; 0] = [];
+
+/// An integer as bytes that compare in the integer's order.
+pub fn int_key(v: i64) -> Vec<u8> {
+    let mut out = vec![KEY_TAG];
+    out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+    out
+}
+
+/// A (non-NaN) float as bytes that compare in the number's order.
+pub fn real_key(v: f64) -> Vec<u8> {
+    let bits = v.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    let mut out = vec![KEY_TAG];
+    out.extend_from_slice(&ordered.to_be_bytes());
+    out
+}
+
+/// The sort keys of a resource: per date, number or quantity parameter the
+/// smallest value (dates: earliest start) and the largest (dates: latest end),
+/// and `_lastUpdated`. As `(param, ascending key, descending key)`.
+pub fn sort_keys(
+    rows: &[crate::IndexRow],
+    last_updated: Micros,
+) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    use std::collections::BTreeMap;
+    enum Range {
+        Int(i64, i64),
+        Real(f64, f64),
+    }
+    let mut ranges: BTreeMap<&str, Range> = BTreeMap::new();
+    for row in rows {
+        let (param, range) = match row {
+            crate::IndexRow::Date { param, low, high } => (param, Range::Int(*low, *high)),
+            crate::IndexRow::Number { param, value, .. }
+            | crate::IndexRow::Quantity { param, value, .. } => {
+                if value.is_nan() {
+                    continue;
+                }
+                (param, Range::Real(*value, *value))
+            }
+            _ => continue,
+        };
+        let merged = match (ranges.remove(param.as_str()), range) {
+            (None, r) => r,
+            (Some(Range::Int(a, b)), Range::Int(c, d)) => Range::Int(a.min(c), b.max(d)),
+            (Some(Range::Real(a, b)), Range::Real(c, d)) => Range::Real(a.min(c), b.max(d)),
+            // A parameter has one type; keep the first kind seen if not.
+            (Some(first), _) => first,
+        };
+        ranges.insert(param, merged);
+    }
+    let mut out: Vec<(String, Vec<u8>, Vec<u8>)> = ranges
+        .into_iter()
+        .map(|(param, r)| match r {
+            Range::Int(lo, hi) => (param.to_owned(), int_key(lo), int_key(hi)),
+            Range::Real(lo, hi) => (param.to_owned(), real_key(lo), real_key(hi)),
+        })
+        .collect();
+    out.push((
+        LAST_UPDATED.to_owned(),
+        int_key(last_updated),
+        int_key(last_updated),
+    ));
+    out
 }
 
 /// A bound value.
@@ -661,12 +749,22 @@ pub fn choose_driver(q: &SearchQuery, estimates: &[(usize, u64)]) -> Driver {
     }
 }
 
+/// Which rows one statement of a search reads. A sorted search walking in
+/// result order reads the resources with a value of the first key in key order,
+/// then (when the page is not full) those without one, which sort last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    All,
+    Keyed,
+    Unkeyed,
+}
+
 fn build(
     tenant: &str,
     q: &SearchQuery,
     style: Placeholders,
     driver: Driver,
-    count: bool,
+    phase: Option<Phase>,
 ) -> (String, Vec<Bind>) {
     let mut sql = Sql::new(style, tenant);
     let t = sql.tenant.clone();
@@ -694,121 +792,121 @@ fn build(
         let c = clause(&mut sql, c, &top, 0, Form::Exists);
         clauses.push(c);
     }
-    if count {
+    let Some(phase) = phase else {
         sql.text = format!(
             "SELECT COUNT(*) AS n FROM {from} WHERE {}",
             clauses.join(" AND ")
         );
         return (sql.text, sql.binds);
-    }
-    // The sort key, written out wherever it is used (so its binds stay in order);
-    // resources without a value sort last either way.
-    let key = |sql: &mut Sql| -> Option<(String, bool)> {
-        let sort = q.sort.as_ref()?;
-        let d = sort.descending;
-        let (expr, real) = match &sort.key {
-            SortKey::LastUpdated => ("r.last_updated".to_owned(), false),
-            SortKey::Date(param) => {
-                let p = sql.text(param);
-                let agg = if d { "MAX(x.high)" } else { "MIN(x.low)" };
-                (
-                    format!(
-                        "(SELECT {agg} FROM idx_date x WHERE x.tenant = r.tenant AND x.res_type = r.res_type \
-                         AND x.res_id = r.id AND x.param = {p})"
-                    ),
-                    false,
-                )
-            }
-            SortKey::Value { table, param } => {
-                let p = sql.text(param);
-                let agg = if d { "MAX(x.value)" } else { "MIN(x.value)" };
-                (
-                    format!(
-                        "(SELECT {agg} FROM {t} x WHERE x.tenant = r.tenant AND x.res_type = r.res_type \
-                         AND x.res_id = r.id AND x.param = {p})",
-                        t = table.name()
-                    ),
-                    true,
-                )
-            }
-        };
-        let missing = match (real, d) {
-            (false, false) => sql.int(i64::MAX),
-            (false, true) => sql.int(i64::MIN),
-            (true, false) => sql.bind(Bind::Float(f64::MAX)),
-            (true, true) => sql.bind(Bind::Float(f64::MIN)),
-        };
-        Some((format!("COALESCE({expr}, {missing})"), real))
     };
-    match &q.after {
-        None => {}
-        Some(Cursor::Id(id)) => {
-            let a = sql.text(id);
-            clauses.push(format!("r.id > {a}"));
-        }
-        Some(cursor) => {
-            let op = if q.sort.as_ref().is_some_and(|s| s.descending) {
-                "<"
-            } else {
-                ">"
-            };
-            let value = |sql: &mut Sql| match cursor {
-                Cursor::Int(v, _) => sql.int(*v),
-                Cursor::Real(v, _) => sql.bind(Bind::Float(*v)),
-                Cursor::Id(_) => unreachable!("handled above"),
-            };
-            let id = match cursor {
-                Cursor::Int(_, id) | Cursor::Real(_, id) | Cursor::Id(id) => id,
-            };
-            // Each placeholder is bound in the order it appears.
-            let k1 = key(&mut sql).map_or_else(|| "0".to_owned(), |(e, _)| e);
-            let v1 = value(&mut sql);
-            let k2 = key(&mut sql).map_or_else(|| "0".to_owned(), |(e, _)| e);
-            let v2 = value(&mut sql);
-            let id = sql.text(id);
-            clauses.push(format!("({k1} {op} {v1} OR ({k2} = {v2} AND r.id > {id}))"));
+
+    // The sort keys; a resource without a value for one sorts last.
+    let sort = &q.sort[..q.sort.len().min(MAX_SORT_KEYS)];
+    let mut joins = String::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut id_col = "r.id";
+    for (j, by) in sort.iter().enumerate() {
+        let a = format!("s{}", j + 1);
+        let col = if by.descending { "key_desc" } else { "key_asc" };
+        let p = sql.text(&by.param);
+        let missing = if by.descending {
+            MISSING_LAST_DESC.to_vec()
+        } else {
+            MISSING_LAST_ASC.to_vec()
+        };
+        match (j, phase) {
+            (0, Phase::Keyed) => {
+                from = "idx_sort s1 CROSS JOIN resources r".to_owned();
+                clauses.push(format!(
+                    "s1.tenant = {t} AND s1.res_type = {rt} AND s1.param = {p} \
+                     AND r.tenant = s1.tenant AND r.res_type = s1.res_type AND r.id = s1.res_id"
+                ));
+                keys.push(format!("s1.{col}"));
+                id_col = "s1.res_id";
+            }
+            (0, Phase::Unkeyed) => {
+                clauses.push(format!(
+                    "NOT EXISTS (SELECT 1 FROM idx_sort s1 WHERE s1.tenant = r.tenant \
+                     AND s1.res_type = r.res_type AND s1.res_id = r.id AND s1.param = {p})"
+                ));
+                keys.push(sql.bind(Bind::Bytes(missing)));
+            }
+            _ => {
+                joins.push_str(&format!(
+                    " LEFT JOIN idx_sort {a} ON {a}.tenant = r.tenant AND {a}.res_type = r.res_type \
+                     AND {a}.res_id = r.id AND {a}.param = {p}"
+                ));
+                let m = sql.bind(Bind::Bytes(missing));
+                keys.push(format!("COALESCE({a}.{col}, {m})"));
+            }
         }
     }
-    let (select_key, order) = match key(&mut sql) {
-        Some((e, false)) => (
-            format!("{e} AS sort_int, CAST(NULL AS DOUBLE PRECISION) AS sort_real"),
-            if q.sort.as_ref().is_some_and(|s| s.descending) {
-                "sort_int DESC, r.id"
-            } else {
-                "sort_int, r.id"
-            },
-        ),
-        Some((e, true)) => (
-            format!("CAST(NULL AS BIGINT) AS sort_int, {e} AS sort_real"),
-            if q.sort.as_ref().is_some_and(|s| s.descending) {
-                "sort_real DESC, r.id"
-            } else {
-                "sort_real, r.id"
-            },
-        ),
-        None => (
-            "CAST(NULL AS BIGINT) AS sort_int, CAST(NULL AS DOUBLE PRECISION) AS sort_real"
-                .to_owned(),
-            "r.id",
-        ),
+    if let Some(after) = &q.after {
+        // (k1, k2, …, id) after the cursor, each key in its own direction.
+        let mut acc = format!("{id_col} > {}", sql.text(&after.id));
+        for ((k, by), v) in keys.iter().zip(sort).zip(&after.keys).rev() {
+            let op = if by.descending { "<" } else { ">" };
+            let (v1, v2) = (
+                sql.bind(Bind::Bytes(v.clone())),
+                sql.bind(Bind::Bytes(v.clone())),
+            );
+            acc = format!("({k} {op} {v1} OR ({k} = {v2} AND {acc}))");
+        }
+        clauses.push(acc);
+        // The same bound on the first key alone, so an index range can start there.
+        if let (Some(k), Some(by), Some(v)) = (keys.first(), sort.first(), after.keys.first()) {
+            let op = if by.descending { "<=" } else { ">=" };
+            let v = sql.bind(Bind::Bytes(v.clone()));
+            clauses.push(format!("{k} {op} {v}"));
+        }
+    }
+    let blob = match style {
+        Placeholders::Numbered => "BYTEA",
+        Placeholders::Question => "BLOB",
     };
+    let mut select = Vec::new();
+    let mut order = Vec::new();
+    for j in 0..MAX_SORT_KEYS {
+        match (keys.get(j), sort.get(j)) {
+            (Some(k), Some(by)) => {
+                select.push(format!("{k} AS sort{}", j + 1));
+                order.push(if by.descending {
+                    format!("{k} DESC")
+                } else {
+                    k.clone()
+                });
+            }
+            _ => select.push(format!("CAST(NULL AS {blob}) AS sort{}", j + 1)),
+        }
+    }
+    order.push(id_col.to_owned());
     let limit = sql.int(i64::from(q.limit));
     sql.text = format!(
-        "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, {select_key} \
-         FROM {from} WHERE {} ORDER BY {order} LIMIT {limit}",
-        clauses.join(" AND ")
+        "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, {} \
+         FROM {from}{joins} WHERE {} ORDER BY {} LIMIT {limit}",
+        select.join(", "),
+        clauses.join(" AND "),
+        order.join(", "),
     );
     (sql.text, sql.binds)
 }
 
-/// The SQL and binds of a search; columns are those of `VersionRow`.
+/// The statements of a search, to run in order until `limit` rows are found;
+/// columns are those of `SearchRow`.
 pub fn search_sql(
     tenant: &str,
     q: &SearchQuery,
     style: Placeholders,
     driver: Driver,
-) -> (String, Vec<Bind>) {
-    build(tenant, q, style, driver, false)
+) -> Vec<(String, Vec<Bind>)> {
+    if driver == Driver::Walk && !q.sort.is_empty() {
+        vec![
+            build(tenant, q, style, driver, Some(Phase::Keyed)),
+            build(tenant, q, style, driver, Some(Phase::Unkeyed)),
+        ]
+    } else {
+        vec![build(tenant, q, style, driver, Some(Phase::All))]
+    }
 }
 
 /// The SQL and binds counting all matches of a search (`_total`); one column `n`.
@@ -818,8 +916,8 @@ pub fn count_sql(
     style: Placeholders,
     driver: Driver,
 ) -> (String, Vec<Bind>) {
-    // Counting ignores the sort and the page position (both come after it in `build`).
-    build(tenant, q, style, driver, true)
+    // Counting ignores the sort and the page position.
+    build(tenant, q, style, driver, None)
 }
 
 /// A raw SQL query with its values bound, for either backend.
@@ -873,17 +971,60 @@ mod tests {
                     any_of: vec![(DateOp::EndsAfterStart, 10, 20)],
                 },
             ],
-            sort: None,
-            after: Some(Cursor::Id("abc".into())),
+            sort: vec![SortBy {
+                param: "date".into(),
+                descending: true,
+            }],
+            after: Some(Cursor {
+                keys: vec![int_key(7)],
+                id: "abc'--".into(),
+            }),
             limit: 21,
             drive_below: 4096,
         };
-        let (sql, binds) = search_sql("default", &q, Placeholders::Numbered, Driver::Walk);
-        assert!(!sql.contains("1'"), "{sql}");
-        assert!(sql.contains("x.code = $4 AND x.system = $5"), "{sql}");
-        assert_eq!(binds.len(), 12);
-        assert_eq!(binds.last(), Some(&Bind::Int(21)));
-        let (sql, _) = search_sql("default", &q, Placeholders::Question, Driver::Condition(1));
-        assert!(!sql.contains('$'));
+        let statements = search_sql("default", &q, Placeholders::Numbered, Driver::Walk);
+        assert_eq!(statements.len(), 2, "keyed, then unkeyed");
+        for (sql, binds) in statements {
+            assert!(!sql.contains("1'") && !sql.contains("abc"), "{sql}");
+            assert!(sql.contains("x.code = $4 AND x.system = $5"), "{sql}");
+            assert_eq!(binds.last(), Some(&Bind::Int(21)));
+        }
+        let statements = search_sql("default", &q, Placeholders::Question, Driver::Condition(1));
+        assert_eq!(statements.len(), 1);
+        assert!(!statements[0].0.contains('$'));
+    }
+
+    #[test]
+    fn keys_compare_like_their_values() {
+        let ints = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        for w in ints.windows(2) {
+            assert!(int_key(w[0]) < int_key(w[1]), "{w:?}");
+        }
+        let reals = [f64::MIN, -2.5, -0.0001, 0.0, 1e-9, 3.25, 1e300];
+        for w in reals.windows(2) {
+            assert!(real_key(w[0]) < real_key(w[1]), "{w:?}");
+        }
+        for k in [int_key(i64::MAX), real_key(f64::MAX)] {
+            assert!(MISSING_LAST_DESC.as_slice() < k.as_slice());
+            assert!(k.as_slice() < MISSING_LAST_ASC.as_slice());
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        for c in [
+            Cursor {
+                keys: vec![],
+                id: "a-1".into(),
+            },
+            Cursor {
+                keys: vec![int_key(-3), vec![], vec![0xFF]],
+                id: "x.y".into(),
+            },
+        ] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(Cursor::decode("kzz~a"), None);
+        assert_eq!(Cursor::decode("i5~a"), None);
     }
 }

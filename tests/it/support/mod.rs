@@ -142,6 +142,24 @@ impl TestApp {
         }
     }
 
+    /// Runs SQL on the app's database directly (to set up what only a damaged
+    /// or older database holds); returns nothing, panics on error.
+    pub async fn execute_sql(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                use diesel::connection::SimpleConnection;
+                use diesel::{Connection, SqliteConnection};
+                let path = self.data_dir().join("hearth.db");
+                let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+                c.batch_execute("PRAGMA busy_timeout = 10000").unwrap();
+                c.batch_execute(sql).unwrap();
+            }
+            Backend::Postgres => {
+                postgres::execute(self.database_url.as_deref().unwrap(), sql).await
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }
