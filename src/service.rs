@@ -336,6 +336,25 @@ impl Service {
             .map_err(ApiError::internal)
     }
 
+    /// One page of a compartment's live members in (type, id) order, each with
+    /// its position (the type as the cursor's key).
+    pub async fn compartment_page(
+        &self,
+        tenant: &str,
+        query: &hearth_store::search::CompartmentQuery,
+    ) -> Result<Vec<(ResourceVersion, Cursor)>, ApiError> {
+        let found = self.store.compartment_page(tenant, query).await?;
+        let mut out = Vec::with_capacity(found.len());
+        for v in found {
+            let cursor = Cursor {
+                keys: vec![v.version.res_type.as_bytes().to_vec()],
+                id: v.version.id.clone(),
+            };
+            out.push((self.open(tenant, v.version).await?, cursor));
+        }
+        Ok(out)
+    }
+
     /// `GET [type]?…`: one page of current resources matching `query`, by id.
     pub async fn search(
         &self,

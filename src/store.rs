@@ -71,6 +71,14 @@ impl Store for AnyStore {
         delegate!(self, s => s.history(tenant, q))
     }
 
+    async fn compartment_page(
+        &self,
+        tenant: &str,
+        q: &hearth_store::search::CompartmentQuery,
+    ) -> StoreResult<Vec<hearth_store::search::SearchHit>> {
+        delegate!(self, s => s.compartment_page(tenant, q))
+    }
+
     async fn reindex_jobs(&self) -> StoreResult<Vec<hearth_store::ReindexJob>> {
         delegate!(self, s => s.reindex_jobs())
     }

@@ -91,6 +91,15 @@ pub fn capability_statement(date: &str) -> Vec<u8> {
                         .collect(),
                 ),
             );
+            if *t == "Patient" {
+                let mut op = Object::default();
+                op.push("name", Json::string("everything"));
+                op.push(
+                    "definition",
+                    Json::string("http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+                );
+                r.push("operation", Json::Array(vec![Json::Object(op)]));
+            }
             Json::Object(r)
         })
         .collect();

@@ -86,6 +86,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
                 .default_service(method_not_allowed()),
         )
         .service(
+            web::resource("/Patient/{id}/$everything")
+                .route(web::get().to(search::everything))
+                .default_service(method_not_allowed()),
+        )
+        .service(
             web::resource("/{compartment}/{id}/{type}")
                 .route(web::get().to(search::compartment))
                 .default_service(method_not_allowed()),

@@ -251,6 +251,121 @@ pub async fn compartment(
     run(req, t, &path, Some(Condition::AnyOf(links)), all, &state).await
 }
 
+/// `GET [base]/Patient/[id]/$everything` (R4 Patient-everything): the patient,
+/// then every live resource of its compartment in (type, id) order, a page at a
+/// time. `_since` keeps versions updated at or after an instant, `_type` limits
+/// the types (comma-separated), `_count` the page size.
+pub async fn everything(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate(&req)?;
+    let id = super::resource_id(&path)?.to_owned();
+    let all = pairs(req.query_string());
+    let (mut since, mut types, mut count, mut page) = (None, Vec::new(), None, None);
+    let mut kept = Vec::new();
+    for (k, v) in &all {
+        match k.as_str() {
+            "_since" => {
+                since = Some(crate::time::parse_instant(v).ok_or_else(|| {
+                    ApiError::invalid("_since must be an instant such as 2024-01-01T00:00:00Z")
+                })?);
+            }
+            "_type" => {
+                for t in v.split(',') {
+                    types.push(resource_type(t)?.to_owned());
+                }
+            }
+            "_count" => {
+                count = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| ApiError::invalid("_count must be a non-negative integer"))?,
+                );
+            }
+            "_page" => {
+                page = Some(
+                    Cursor::decode(v)
+                        .filter(|c| c.keys.len() == 1)
+                        .ok_or_else(|| ApiError::invalid("_page is not a valid page position"))?,
+                );
+                continue;
+            }
+            "_format" | "_pretty" => continue,
+            _ => {
+                if strict(&req) {
+                    return Err(ApiError::invalid(format!(
+                        "unknown $everything parameter: {k}"
+                    )));
+                }
+                continue;
+            }
+        }
+        if k != "_count" {
+            kept.push(format!("{}={}", encode(k), encode(v)));
+        }
+    }
+    let count = count
+        .unwrap_or(state.default_search_count)
+        .clamp(1, state.max_page_size);
+    // The patient itself opens the first page (404/410 when it is not there).
+    let mut found = Vec::new();
+    let first_page = page.is_none();
+    if first_page {
+        let patient = state.service.read(DEFAULT_TENANT, "Patient", &id).await?;
+        let wanted = types.is_empty() || types.iter().any(|t| t == "Patient");
+        if wanted && since.is_none_or(|s| patient.last_updated >= s) {
+            found.push(patient);
+        }
+    }
+    let q = hearth_store::search::CompartmentQuery {
+        compartment: "Patient".to_owned(),
+        id: id.clone(),
+        types,
+        since,
+        after: page.clone(),
+        limit: count + 1 - u32::try_from(found.len()).unwrap_or(0),
+    };
+    let mut hits = state.service.compartment_page(DEFAULT_TENANT, &q).await?;
+    let room = count as usize - found.len();
+    let next = if hits.len() > room {
+        hits.truncate(room);
+        // After the last member shown, or (the patient alone filled the page)
+        // before the first.
+        let start = Cursor {
+            keys: vec![Vec::new()],
+            id: String::new(),
+        };
+        Some(hits.last().map_or(start, |(_, c)| c.clone()).encode())
+    } else {
+        None
+    };
+    found.extend(hits.into_iter().map(|(r, _)| r));
+    let base = base_url(&req, &state);
+    let link = |p: Option<&str>| {
+        let mut url = format!("{base}/Patient/{id}/$everything?");
+        for k in &kept {
+            url.push_str(k);
+            url.push('&');
+        }
+        url.push_str(&format!("_count={count}"));
+        if let Some(p) = p {
+            url.push_str("&_page=");
+            url.push_str(&encode(p));
+        }
+        url
+    };
+    let mut links = vec![("self", link(page.as_ref().map(Cursor::encode).as_deref()))];
+    if let Some(n) = &next {
+        links.push(("next", link(Some(n))));
+    }
+    Ok(send(
+        HttpResponse::build(StatusCode::OK),
+        format,
+        bundle(&base, &links, None, &found, &[])?,
+    ))
+}
+
 /// The reference parameters an include names (`*`: all of the source type).
 fn reference_params(inc: &query::Include) -> Vec<String> {
     match &inc.param {

@@ -216,8 +216,54 @@ pub fn index_rows(
             rows.push(row);
         }
     }
+    let memberships = compartment_rows(res_type, &rows);
+    for row in memberships {
+        if !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
     Ok(rows)
 }
+
+/// The compartments a resource belongs to: those whose definition names one of
+/// its reference parameters that points at a resource of the compartment's type.
+fn compartment_rows(res_type: &str, rows: &[IndexRow]) -> Vec<IndexRow> {
+    let registry = r4();
+    let mut out = Vec::new();
+    for row in rows {
+        let IndexRow::Reference {
+            param,
+            target_type,
+            target_id,
+            ..
+        } = row
+        else {
+            continue;
+        };
+        if target_id.is_empty() || !COMPARTMENTS.contains(&target_type.as_str()) {
+            continue;
+        }
+        if registry
+            .compartment_params(target_type, res_type)
+            .contains(&param.as_str())
+        {
+            out.push(IndexRow::Compartment {
+                compartment: target_type.clone(),
+                id: target_id.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The R4 compartment types.
+pub const COMPARTMENTS: [&str; 5] = [
+    "Patient",
+    "Encounter",
+    "RelatedPerson",
+    "Practitioner",
+    "Device",
+];
 
 fn not_yet(what: String) -> ApiError {
     ApiError::new(
@@ -573,6 +619,38 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|r| matches!(r, IndexRow::Date { param, .. } if param == "date"))
+        );
+    }
+
+    #[test]
+    fn compartment_membership_follows_the_definitions() {
+        let o = parse(
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
+            "subject":{"reference":"Patient/p2"},"performer":[{"reference":"Practitioner/d1"}],
+            "encounter":{"reference":"Encounter/e1"},"focus":[{"reference":"Patient/p9"}]}"#,
+        )
+        .unwrap();
+        let fake_hash = |b: &[u8]| Ok(b.to_vec());
+        let rows = index_rows("Observation", &extract(&o), &fake_hash).unwrap();
+        let mut members: Vec<(String, String)> = rows
+            .iter()
+            .filter_map(|r| match r {
+                IndexRow::Compartment { compartment, id } => {
+                    Some((compartment.clone(), id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        members.sort();
+        // focus is not a Patient-compartment parameter of Observation.
+        assert_eq!(
+            members,
+            [
+                ("Encounter", "e1"),
+                ("Patient", "p2"),
+                ("Practitioner", "d1")
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
     }
 }

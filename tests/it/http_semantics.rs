@@ -245,6 +245,7 @@ async fn capability_statement_is_honest() {
     ] {
         assert!(interactions.contains(&i), "{i}");
     }
+    assert_eq!(patient["operation"][0]["name"], "everything");
     let params: Vec<&str> = patient["searchParam"]
         .as_array()
         .unwrap()

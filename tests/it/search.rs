@@ -753,3 +753,58 @@ async fn reindex_job_resumes_from_its_position(app: TestApp) {
     );
 }
 every_plan!(reindex_job_resumes_from_its_position);
+
+/// `Patient/[id]/$everything`: the patient, then its compartment in (type, id)
+/// order, paged; `_type`, `_since`; deletes leave it.
+async fn patient_everything(app: TestApp) {
+    seed(&app).await;
+    let enc = json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+                     "class": {"code": "AMB"}, "subject": {"reference": "Patient/p2"}});
+    assert!(
+        app.put("Encounter/e1", enc.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    // Not in p2's compartment: an Organization, and p1's observation.
+    let org = json!({"resourceType": "Organization", "id": "org1", "name": "Clinic"});
+    assert!(
+        app.put("Organization/org1", org.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        walk(&app, "Patient/p2/$everything").await,
+        ["p2", "e1", "o2", "o3"]
+    );
+    assert_eq!(
+        walk(&app, "Patient/p2/$everything?_count=1").await,
+        ["p2", "e1", "o2", "o3"]
+    );
+    assert_eq!(
+        walk(
+            &app,
+            "Patient/p2/$everything?_type=Observation,Patient&_count=2"
+        )
+        .await,
+        ["p2", "o2", "o3"]
+    );
+    assert_eq!(walk(&app, "Patient/p1/$everything").await, ["p1", "o1"]);
+    assert!(
+        walk(&app, "Patient/p2/$everything?_since=2999-01-01T00:00:00Z")
+            .await
+            .is_empty()
+    );
+    assert!(app.delete("Observation/o3").await.status().is_success());
+    assert_eq!(
+        walk(&app, "Patient/p2/$everything").await,
+        ["p2", "e1", "o2"]
+    );
+    assert_eq!(app.get("Patient/nobody/$everything").await.status(), 404);
+    assert_eq!(
+        app.get("Patient/p2/$everything?_page=zz~x").await.status(),
+        400
+    );
+}
+every_plan!(patient_everything);

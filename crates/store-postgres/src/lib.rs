@@ -11,12 +11,13 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::FutureExt;
 use hearth_store::schema::{
     CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, SearchRow, VersionRow, data_keys,
-    hearth_migrations, history_version_columns, idx_date, idx_number, idx_quantity, idx_reference,
-    idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs, resource_history, resources,
+    hearth_migrations, history_version_columns, idx_compartment, idx_date, idx_number,
+    idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs,
+    resource_history, resources,
 };
 use hearth_store::search::{
-    Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver, count_sql,
-    estimates_sql, search_sql,
+    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
+    compartment_sql, count_sql, estimates_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Micros, Migration,
@@ -47,6 +48,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0005_sort_keys",
         sql: include_str!("../../../schema/postgres/0005_sort_keys.sql"),
+    },
+    Migration {
+        name: "0006_compartment_index",
+        sql: include_str!("../../../schema/postgres/0006_compartment_index.sql"),
     },
 ];
 
@@ -183,7 +188,8 @@ async fn replace_index(
         idx_number,
         idx_quantity,
         idx_uri,
-        idx_sort
+        idx_sort,
+        idx_compartment
     );
     let Some((index, last_updated)) = index else {
         return Ok(());
@@ -207,6 +213,7 @@ async fn replace_index(
     insert!(idx_quantity, rows.quantities);
     insert!(idx_uri, rows.uris);
     insert!(idx_sort, rows.sorts);
+    insert!(idx_compartment, rows.compartments);
     Ok(())
 }
 
@@ -341,6 +348,19 @@ impl hearth_store::Store for PgStore {
                 Ok(hits)
             })
             .await
+    }
+
+    async fn compartment_page(
+        &self,
+        tenant: &str,
+        q: &CompartmentQuery,
+    ) -> StoreResult<Vec<SearchHit>> {
+        let (sql, binds) = compartment_sql(tenant, q, Placeholders::Numbered);
+        let mut c = self.conn().await?;
+        let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds)
+            .load(&mut c)
+            .await?;
+        Ok(rows.into_iter().map(SearchHit::from).collect())
     }
 
     async fn reindex_jobs(&self) -> StoreResult<Vec<ReindexJob>> {

@@ -10,12 +10,13 @@ use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
     CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, SearchRow, VersionRow, data_keys,
-    hearth_migrations, history_version_columns, idx_date, idx_number, idx_quantity, idx_reference,
-    idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs, resource_history, resources,
+    hearth_migrations, history_version_columns, idx_compartment, idx_date, idx_number,
+    idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs,
+    resource_history, resources,
 };
 use hearth_store::search::{
-    Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver, count_sql,
-    estimates_sql, search_sql,
+    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
+    compartment_sql, count_sql, estimates_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Micros, Migration,
@@ -44,6 +45,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0005_sort_keys",
         sql: include_str!("../../../schema/sqlite/0005_sort_keys.sql"),
+    },
+    Migration {
+        name: "0006_compartment_index",
+        sql: include_str!("../../../schema/sqlite/0006_compartment_index.sql"),
     },
 ];
 
@@ -209,6 +214,7 @@ fn replace_index(
     hearth_store::delete_index_rows!(idx_quantity, tenant, t, id).execute(c)?;
     hearth_store::delete_index_rows!(idx_uri, tenant, t, id).execute(c)?;
     hearth_store::delete_index_rows!(idx_sort, tenant, t, id).execute(c)?;
+    hearth_store::delete_index_rows!(idx_compartment, tenant, t, id).execute(c)?;
     let Some((index, last_updated)) = index else {
         return Ok(());
     };
@@ -230,6 +236,7 @@ fn replace_index(
     insert!(idx_quantity, rows.quantities);
     insert!(idx_uri, rows.uris);
     insert!(idx_sort, rows.sorts);
+    insert!(idx_compartment, rows.compartments);
     Ok(())
 }
 
@@ -395,6 +402,19 @@ impl hearth_store::Store for SqliteStore {
                 hits.truncate(q.limit as usize);
                 Ok(hits)
             })
+        })
+        .await
+    }
+
+    async fn compartment_page(
+        &self,
+        tenant: &str,
+        q: &CompartmentQuery,
+    ) -> StoreResult<Vec<SearchHit>> {
+        let (sql, binds) = compartment_sql(tenant, q, Placeholders::Question);
+        self.with_reader(move |c| {
+            let rows: Vec<SearchRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
+            Ok(rows.into_iter().map(SearchHit::from).collect())
         })
         .await
     }

@@ -149,6 +149,12 @@ pub enum IndexRow {
         param: String,
         value: String,
     },
+    /// Membership of the compartment `compartment`/`id` (through a reference the
+    /// compartment definition names).
+    Compartment {
+        compartment: String,
+        id: String,
+    },
 }
 
 pub mod search;
@@ -315,6 +321,13 @@ pub trait Store: Send + Sync {
         batch: Vec<Reindexed>,
         finished: bool,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Live members of a compartment, in (type, id) order (`Patient/$everything`).
+    fn compartment_page(
+        &self,
+        tenant: &str,
+        q: &search::CompartmentQuery,
+    ) -> impl Future<Output = StoreResult<Vec<search::SearchHit>>> + Send;
 
     /// All data keys of a tenant, oldest first.
     fn data_keys(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<WrappedKey>>> + Send;

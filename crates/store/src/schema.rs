@@ -452,6 +452,26 @@ impl From<ReindexJobRow> for crate::ReindexJob {
     }
 }
 
+diesel::table! {
+    idx_compartment (tenant, res_type, res_id, compartment, comp_id) {
+        tenant -> Text,
+        res_type -> Text,
+        res_id -> Text,
+        compartment -> Text,
+        comp_id -> Text,
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = idx_compartment)]
+pub struct CompartmentRow {
+    pub tenant: String,
+    pub res_type: String,
+    pub res_id: String,
+    pub compartment: String,
+    pub comp_id: String,
+}
+
 /// Index rows of one resource, split by table, ready to insert.
 #[derive(Default)]
 pub struct IndexInserts {
@@ -463,6 +483,7 @@ pub struct IndexInserts {
     pub references: Vec<ReferenceRow>,
     pub dates: Vec<DateRow>,
     pub sorts: Vec<SortRow>,
+    pub compartments: Vec<CompartmentRow>,
 }
 
 impl IndexInserts {
@@ -564,6 +585,16 @@ impl IndexInserts {
                         hash: hash.clone(),
                     })
                 }
+                crate::IndexRow::Compartment {
+                    compartment,
+                    id: comp_id,
+                } => out.compartments.push(CompartmentRow {
+                    tenant: t.clone(),
+                    res_type: rt.clone(),
+                    res_id: id.clone(),
+                    compartment: compartment.clone(),
+                    comp_id: comp_id.clone(),
+                }),
                 crate::IndexRow::Date { param, low, high } => out.dates.push(DateRow {
                     tenant: t.clone(),
                     res_type: rt.clone(),

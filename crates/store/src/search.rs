@@ -920,6 +920,65 @@ pub fn count_sql(
     build(tenant, q, style, driver, None)
 }
 
+/// A page of a compartment's members (`Patient/$everything`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompartmentQuery {
+    pub compartment: String,
+    pub id: String,
+    /// Only these types (empty: all).
+    pub types: Vec<String>,
+    /// Only versions with `last_updated >= since`.
+    pub since: Option<Micros>,
+    /// After this position: the cursor's one key is the type's name.
+    pub after: Option<Cursor>,
+    pub limit: u32,
+}
+
+/// The SQL of a compartment page: one index range, walked in (type, id) order;
+/// columns are those of `SearchRow` (the type is the cursor's key).
+pub fn compartment_sql(
+    tenant: &str,
+    q: &CompartmentQuery,
+    style: Placeholders,
+) -> (String, Vec<Bind>) {
+    let mut sql = Sql::new(style, tenant);
+    let t = sql.tenant.clone();
+    let (comp, id) = (sql.text(&q.compartment), sql.text(&q.id));
+    let mut clauses = vec![
+        format!("c.tenant = {t} AND c.compartment = {comp} AND c.comp_id = {id}"),
+        "r.tenant = c.tenant AND r.res_type = c.res_type AND r.id = c.res_id AND NOT r.deleted"
+            .to_owned(),
+    ];
+    if !q.types.is_empty() {
+        let types: Vec<String> = q.types.iter().map(|t| sql.text(t)).collect();
+        clauses.push(format!("c.res_type IN ({})", types.join(", ")));
+    }
+    if let Some(since) = q.since {
+        clauses.push(format!("r.last_updated >= {}", sql.int(since)));
+    }
+    if let Some(after) = &q.after {
+        let ty =
+            String::from_utf8_lossy(after.keys.first().map_or(&[][..], Vec::as_slice)).into_owned();
+        let (t1, t2, t3) = (sql.text(&ty), sql.text(&ty), sql.text(&ty));
+        let a = sql.text(&after.id);
+        clauses.push(format!(
+            "c.res_type >= {t1} AND (c.res_type > {t2} OR (c.res_type = {t3} AND c.res_id > {a}))"
+        ));
+    }
+    let blob = match style {
+        Placeholders::Numbered => "BYTEA",
+        Placeholders::Question => "BLOB",
+    };
+    let limit = sql.int(i64::from(q.limit));
+    sql.text = format!(
+        "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, \
+         CAST(NULL AS {blob}) AS sort1, CAST(NULL AS {blob}) AS sort2, CAST(NULL AS {blob}) AS sort3 \
+         FROM idx_compartment c CROSS JOIN resources r WHERE {} ORDER BY c.res_type, c.res_id LIMIT {limit}",
+        clauses.join(" AND ")
+    );
+    (sql.text, sql.binds)
+}
+
 /// A raw SQL query with its values bound, for either backend.
 pub fn bound_query<'a, DB>(
     sql: String,
