@@ -8,6 +8,7 @@ mod concurrency;
 mod crud;
 mod encryption;
 mod http_semantics;
+mod plans;
 mod roundtrip;
 mod search;
 mod startup;

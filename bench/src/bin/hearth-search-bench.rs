@@ -104,6 +104,7 @@ async fn main() {
         config.database.url = Some(Secret::new(url.clone()));
         config.crypto.master_key_file = Some(key);
     }
+    let start = Instant::now();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server_config = config.clone();
@@ -122,6 +123,10 @@ async fn main() {
     while client.get(format!("{base}/metadata")).send().await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!(
+        "start-up (migrations, reindex jobs): {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
 
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -236,6 +241,7 @@ async fn main() {
         format!("Observation?code={code}&date=ge2015&_sort=-date"),
         format!("Encounter?subject.name={family}"),
         format!("Patient?_has:Observation:patient:code={code}"),
+        format!("Patient/{patient}/$everything"),
     ];
     println!("\n| query | results (first page) | p50 ms | p95 ms |");
     println!("|---|---|---|---|");
