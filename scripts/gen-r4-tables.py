@@ -10,6 +10,8 @@ Lines starting with '#' are comments.  Record kinds, in this order:
   C  name  abstract                   complex data type; abstract is 0|1
   E  owner  name  min  max  types     child element of `owner`
   B  path  code1,code2,...            codes of a required binding to a `code` element
+  S  type  name1,name2,...            top-level elements of a resource type marked
+                                      isSummary (for `_summary=true`)
 
 E: `owner` is a type name (Patient) or the dotted path of an inline
 BackboneElement/Element (Patient.contact); `max` is 0, 1 or *; `types` lists
@@ -250,6 +252,12 @@ def main():
         records.extend(elems)
         bindings.extend(binds)
     records.extend(bindings)
+    for name in by_kind['resource']:
+        summary = [e['path'].split('.', 1)[1]
+                   for e in sds[name]['snapshot']['element']
+                   if e['path'].count('.') == 1 and e.get('isSummary')]
+        if summary:
+            records.append(('S', name, ','.join(summary)))
     counts = sanity_check(records)
 
     header = ('# Generated from %s %s by scripts/gen-r4-tables.py.\n'

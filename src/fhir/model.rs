@@ -91,9 +91,17 @@ pub struct Model {
     /// Concrete (non-abstract) resource types, sorted.
     resource_types: Vec<&'static str>,
     types: HashMap<&'static str, TypeDef>,
+    /// Per resource type, its top-level elements marked isSummary.
+    summary: HashMap<&'static str, Vec<&'static str>>,
 }
 
 impl Model {
+    /// The top-level elements of a resource type marked isSummary, as defined
+    /// (`value[x]` for a choice).
+    pub fn summary_elements(&self, resource_type: &str) -> &[&'static str] {
+        self.summary.get(resource_type).map_or(&[], Vec::as_slice)
+    }
+
     pub fn primitive_kind(&self, name: &str) -> Option<JsonKind> {
         self.primitives.get(name).copied()
     }
@@ -125,6 +133,7 @@ fn load(table: &'static str) -> Model {
     let mut resource_types = Vec::new();
     let mut raw_elements: Vec<(&str, &str, u32, bool, &str)> = Vec::new();
     let mut bindings: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut summary: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
     for line in table
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -143,6 +152,9 @@ fn load(table: &'static str) -> Model {
             ["R", _, _] | ["C", _, _] => {}
             ["E", owner, name, min, max, types] => {
                 raw_elements.push((owner, name, min.parse().unwrap_or(0), *max == "*", types));
+            }
+            ["S", name, elements] => {
+                summary.insert(*name, elements.split(',').collect());
             }
             ["B", path, codes] => {
                 bindings.insert(path, codes.split(',').collect());
@@ -191,6 +203,7 @@ fn load(table: &'static str) -> Model {
         primitives,
         resource_types,
         types,
+        summary,
     }
 }
 

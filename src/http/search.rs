@@ -378,24 +378,62 @@ fn reference_params(inc: &query::Include) -> Vec<String> {
     }
 }
 
-/// `_include` and `_revinclude` (without `:iterate`): the resources the matches
-/// refer to, and the resources that refer to the matches.
+/// At most this many rounds of `:iterate` after the first.
+const MAX_ITERATE_ROUNDS: usize = 4;
+
+/// `_include` and `_revinclude`: the resources the matches refer to, and the
+/// resources that refer to the matches; those marked `:iterate` apply again to
+/// what they added, round after round, until nothing new comes (or a bound).
 async fn includes(
     parsed: &query::SearchRequest,
     found: &[ResourceVersion],
     state: &AppState,
 ) -> Result<Vec<ResourceVersion>, ApiError> {
     let mut out: Vec<ResourceVersion> = Vec::new();
-    let seen = |out: &[ResourceVersion], t: &str, id: &str| {
+    let all_inc: Vec<&query::Include> = parsed.include.iter().collect();
+    let all_rev: Vec<&query::Include> = parsed.revinclude.iter().collect();
+    let added = include_round(&all_inc, &all_rev, found, found, &out, state).await?;
+    let mut frontier_start = out.len();
+    out.extend(added);
+    let iter_inc: Vec<&query::Include> = parsed.include.iter().filter(|i| i.iterate).collect();
+    let iter_rev: Vec<&query::Include> = parsed.revinclude.iter().filter(|i| i.iterate).collect();
+    for _ in 0..MAX_ITERATE_ROUNDS {
+        if (iter_inc.is_empty() && iter_rev.is_empty()) || frontier_start == out.len() {
+            break;
+        }
+        let sources = out[frontier_start..].to_vec();
+        let added = include_round(&iter_inc, &iter_rev, &sources, found, &out, state).await?;
+        frontier_start = out.len();
+        out.extend(added);
+        if out.len() >= state.max_page_size as usize {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One round of includes from `sources`: the resources not yet in `found` or
+/// `out` that they refer to (`inc`) or that refer to them (`rev`).
+async fn include_round(
+    inc: &[&query::Include],
+    rev: &[&query::Include],
+    sources: &[ResourceVersion],
+    found: &[ResourceVersion],
+    out: &[ResourceVersion],
+    state: &AppState,
+) -> Result<Vec<ResourceVersion>, ApiError> {
+    let mut added: Vec<ResourceVersion> = Vec::new();
+    let seen = |added: &[ResourceVersion], t: &str, id: &str| {
         found
             .iter()
             .chain(out.iter())
+            .chain(added.iter())
             .any(|r| r.res_type == t && r.id == id)
     };
-    for inc in &parsed.include {
+    for inc in inc {
         let params = reference_params(inc);
         let mut targets: Vec<(String, String)> = Vec::new();
-        for r in found.iter().filter(|r| r.res_type == inc.source_type) {
+        for r in sources.iter().filter(|r| r.res_type == inc.source_type) {
             let Ok(json) = crate::json::parse(&r.body) else {
                 continue;
             };
@@ -416,11 +454,11 @@ async fn includes(
             }
         }
         for (tt, tid) in targets {
-            if seen(&out, &tt, &tid) {
+            if seen(&added, &tt, &tid) {
                 continue;
             }
             match state.service.read(DEFAULT_TENANT, &tt, &tid).await {
-                Ok(rv) => out.push(rv),
+                Ok(rv) => added.push(rv),
                 Err(e)
                     if matches!(
                         e.kind,
@@ -430,8 +468,8 @@ async fn includes(
             }
         }
     }
-    for inc in &parsed.revinclude {
-        let targets: Vec<(Option<String>, String)> = found
+    for inc in rev {
+        let targets: Vec<(Option<String>, String)> = sources
             .iter()
             .map(|r| (Some(r.res_type.clone()), r.id.clone()))
             .collect();
@@ -454,10 +492,10 @@ async fn includes(
             drive_below: state.search_drive_below,
         };
         for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
-            if !seen(&out, &rv.res_type, &rv.id) {
-                out.push(rv);
+            if !seen(&added, &rv.res_type, &rv.id) {
+                added.push(rv);
             }
         }
     }
-    Ok(out)
+    Ok(added)
 }

@@ -563,9 +563,6 @@ pub fn store_query(
     limit: u32,
     hash: &Hasher<'_>,
 ) -> Result<SearchQuery, ApiError> {
-    if req.include.iter().chain(&req.revinclude).any(|i| i.iterate) {
-        return Err(not_yet(":iterate on _include and _revinclude".into()));
-    }
     if req
         .summary
         .is_some_and(|s| !matches!(s, Summary::False | Summary::Count))

@@ -496,11 +496,63 @@ async fn includes_and_revincludes(app: TestApp) {
     );
     let (_, b) = json(app.get("Observation?_id=o1&_include=Observation:*").await).await;
     assert!(entries(&b).contains(&("Patient/p1".to_owned(), "include".to_owned())));
-    assert_eq!(
-        app.get("Observation?_include:iterate=Observation:subject")
+    // :iterate applies to what was included; a plain include only to matches.
+    let d1 = json!({"resourceType": "Practitioner", "id": "d1", "active": true});
+    assert!(
+        app.put("Practitioner/d1", d1.to_string())
             .await
-            .status(),
-        501
+            .status()
+            .is_success()
+    );
+    let p1 = json!({"resourceType": "Patient", "id": "p1", "gender": "female",
+                    "generalPractitioner": [{"reference": "Practitioner/d1"}]});
+    assert!(
+        app.put("Patient/p1", p1.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    let (_, b) = json(
+        app.get("Observation?_id=o1&_include=Observation:subject&_include:iterate=Patient:general-practitioner")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        entries(&b),
+        pairs(&[
+            ("Observation/o1", "match"),
+            ("Patient/p1", "include"),
+            ("Practitioner/d1", "include")
+        ])
+    );
+    let (_, b) = json(
+        app.get(
+            "Observation?_id=o1&_include=Observation:subject&_include=Patient:general-practitioner",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        entries(&b),
+        pairs(&[("Observation/o1", "match"), ("Patient/p1", "include")])
+    );
+    let (_, b) = json(
+        app.get("Practitioner?_id=d1&_revinclude:iterate=Patient:general-practitioner&_revinclude:iterate=Observation:subject")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        entries(&b),
+        pairs(&[
+            ("Observation/o1", "include"),
+            ("Patient/p1", "include"),
+            ("Practitioner/d1", "match")
+        ])
     );
     assert_eq!(
         app.get("Observation?_include=Observation:status")
@@ -591,6 +643,27 @@ async fn chains_and_has(app: TestApp) {
     assert_eq!(
         ids(&app, "Patient?_has:Observation:patient:date=ge2017").await,
         ["p3"]
+    );
+    // Conditions on the source's own row, and negated ones, inside `_has`.
+    assert_eq!(
+        ids(
+            &app,
+            "Patient?_has:Observation:patient:_lastUpdated=gt2000-01-01"
+        )
+        .await,
+        ["p1", "p2", "p3"]
+    );
+    assert!(
+        ids(
+            &app,
+            "Patient?_has:Observation:patient:_lastUpdated=lt2000-01-01"
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        ids(&app, "Patient?_has:Observation:patient:code:not=8867-4").await,
+        ["p2", "p3"]
     );
     // A deleted referrer no longer counts.
     assert_eq!(app.delete("Observation/o4").await.status(), 204);

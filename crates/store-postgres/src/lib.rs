@@ -53,6 +53,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_compartment_index",
         sql: include_str!("../../../schema/postgres/0006_compartment_index.sql"),
     },
+    Migration {
+        name: "0007_covering_indexes",
+        sql: include_str!("../../../schema/postgres/0007_covering_indexes.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).

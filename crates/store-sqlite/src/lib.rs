@@ -2,6 +2,7 @@
 //! few reader connections. Every call runs on tokio's blocking pool.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use diesel::connection::SimpleConnection;
@@ -50,6 +51,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_compartment_index",
         sql: include_str!("../../../schema/sqlite/0006_compartment_index.sql"),
     },
+    Migration {
+        name: "0007_covering_indexes",
+        sql: include_str!("../../../schema/sqlite/0007_covering_indexes.sql"),
+    },
 ];
 
 const MAX_READERS: usize = 8;
@@ -63,6 +68,20 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<SqliteConnection>,
     readers: Mutex<Vec<SqliteConnection>>,
+    /// Writes since the planner's statistics were last refreshed.
+    writes: std::sync::atomic::AtomicU64,
+}
+
+/// How many writes pass between refreshes of the planner's statistics.
+const OPTIMIZE_EVERY: u64 = 5_000;
+
+/// Refreshes the planner's statistics where tables changed enough (SQLite's
+/// `PRAGMA optimize`: all tables, including those never analysed; it bounds the
+/// rows it reads). Without statistics SQLite may walk a whole type's index rows
+/// to find a handful; search plans rely on them (docs/adr/0006).
+fn optimize(c: &mut SqliteConnection) -> StoreResult<()> {
+    c.batch_execute("PRAGMA optimize = 0x10012;")
+        .map_err(StoreError::from)
 }
 
 fn open(path: &Path) -> StoreResult<SqliteConnection> {
@@ -88,6 +107,7 @@ impl SqliteStore {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                writes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -252,8 +272,12 @@ fn driver(c: &mut SqliteConnection, tenant: &str, q: &SearchQuery) -> StoreResul
 
 impl hearth_store::Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
-        self.with_writer(|c| migrate(c, hearth_store::now_micros()))
-            .await
+        self.with_writer(|c| {
+            let ran = migrate(c, hearth_store::now_micros())?;
+            optimize(c)?;
+            Ok(ran)
+        })
+        .await
     }
 
     async fn read_current(
@@ -309,7 +333,9 @@ impl hearth_store::Store for SqliteStore {
         let (precondition, kind, last_updated) =
             (intent.precondition, intent.kind, intent.last_updated);
         let index = intent.index.to_vec();
+        let inner = self.inner.clone();
         self.with_writer(move |c| {
+            let writes = &inner.writes;
             let intent = WriteIntent {
                 res_type: &res_type,
                 id: &id,
@@ -326,12 +352,20 @@ impl hearth_store::Store for SqliteStore {
                     _ => Err(DieselError::RollbackTransaction),
                 }
             });
-            match (tx, outcome) {
+            let result = match (tx, outcome) {
                 (_, Some(Err(e))) => Err(e),
                 (Err(e), _) => Err(StoreError::from(e)),
                 (Ok(()), Some(Ok(o))) => Ok(o),
                 (Ok(()), None) => Err(StoreError::Internal("write did not run".into())),
+            };
+            if result.is_ok() && writes.fetch_add(1, Ordering::Relaxed) + 1 >= OPTIMIZE_EVERY {
+                writes.store(0, Ordering::Relaxed);
+                // Statistics are a hint: a failure to refresh them fails no write.
+                if let Err(e) = optimize(c) {
+                    tracing::warn!(error = %e, "refreshing the planner's statistics failed");
+                }
             }
+            result
         })
         .await
     }
@@ -463,7 +497,7 @@ impl hearth_store::Store for SqliteStore {
     ) -> StoreResult<()> {
         let job = job.clone();
         self.with_writer(move |c| {
-            c.immediate_transaction(|c| {
+            c.immediate_transaction::<_, StoreError, _>(|c| {
                 for r in &batch {
                     // Only if no write came since the version was read: a newer
                     // version already has index rows of its own.
@@ -497,7 +531,11 @@ impl hearth_store::Store for SqliteStore {
                     ))
                     .execute(c)?;
                 Ok(())
-            })
+            })?;
+            if finished {
+                optimize(c)?;
+            }
+            Ok(())
         })
         .await
     }

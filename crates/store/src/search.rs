@@ -418,6 +418,9 @@ impl Sql {
 /// constrains their type (`= $2`, `IN ($5, $6)`).
 struct Scope {
     r: String,
+    /// The column of `r` holding the resource id: `id` on `resources`, `res_id`
+    /// on an index table (`_has` tests its sources on their index rows).
+    id: &'static str,
     types: String,
 }
 
@@ -442,14 +445,14 @@ struct Member {
 
 impl Member {
     fn render(&self, form: Form, scope: &Scope) -> String {
-        let (ty, id, core, r) = (&self.ty, &self.id, &self.core, &scope.r);
+        let (ty, id, core, r, rid) = (&self.ty, &self.id, &self.core, &scope.r, scope.id);
         let e = match form {
             Form::In => format!(
-                "({r}.res_type, {r}.id) IN (SELECT {ty}, {id} {core} AND {ty} {types})",
+                "({r}.res_type, {r}.{rid}) IN (SELECT {ty}, {id} {core} AND {ty} {types})",
                 types = scope.types
             ),
             Form::Exists => {
-                format!("EXISTS (SELECT 1 {core} AND {ty} = {r}.res_type AND {id} = {r}.id)")
+                format!("EXISTS (SELECT 1 {core} AND {ty} = {r}.res_type AND {id} = {r}.{rid})")
             }
         };
         if self.negated { format!("NOT {e}") } else { e }
@@ -483,8 +486,18 @@ fn member(
     }
 }
 
-/// The condition as a membership in a set of resources, when it is one.
-fn membership(sql: &mut Sql, c: &Condition, depth: usize) -> Option<Member> {
+/// Whether a condition needs the resource row itself (not only index rows).
+fn needs_row(c: &Condition) -> bool {
+    match c {
+        Condition::LastUpdated(_) => true,
+        Condition::AnyOf(all) => all.iter().any(needs_row),
+        _ => false,
+    }
+}
+
+/// The condition as a membership in a set of resources, when it is one; `form`
+/// is how the membership itself will be written (nested conditions follow it).
+fn membership(sql: &mut Sql, c: &Condition, depth: usize, form: Form) -> Option<Member> {
     let tenant = sql.tenant.clone();
     Some(match c {
         Condition::Chain {
@@ -497,6 +510,7 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize) -> Option<Member> {
             let c = format!("c{}", depth + 1);
             let inner_scope = Scope {
                 r: c.clone(),
+                id: "id",
                 types: format!("IN ({})", types.join(", ")),
             };
             let inner = clause(sql, inner, &inner_scope, depth + 1, Form::In);
@@ -519,18 +533,40 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize) -> Option<Member> {
         } => {
             let (h, y) = (format!("h{}", depth + 1), format!("y{}", depth + 1));
             let (st, p) = (sql.text(source_type), sql.text(param));
-            let inner_scope = Scope {
-                r: h.clone(),
-                types: format!("= {st}"),
+            // Index rows exist only for live resources, so the sources are
+            // tested on their reference rows; the resource row is joined only
+            // when the inner condition needs it (`_lastUpdated`).
+            let join_row = needs_row(inner);
+            let inner_scope = if join_row {
+                Scope {
+                    r: h.clone(),
+                    id: "id",
+                    types: format!("= {st}"),
+                }
+            } else {
+                Scope {
+                    r: y.clone(),
+                    id: "res_id",
+                    types: format!("= {st}"),
+                }
             };
-            let inner = clause(sql, inner, &inner_scope, depth + 1, Form::In);
+            // Probed per resource, the sources are probed too; as a set, the
+            // inner set is built once.
+            let inner = clause(sql, inner, &inner_scope, depth + 1, form);
+            let join = if join_row {
+                format!(
+                    " JOIN resources {h} ON {h}.tenant = {y}.tenant AND {h}.res_type = {y}.res_type \
+                     AND {h}.id = {y}.res_id AND NOT {h}.deleted"
+                )
+            } else {
+                String::new()
+            };
             Member {
                 ty: format!("{y}.target_type"),
                 id: format!("{y}.target_id"),
                 core: format!(
-                    "FROM idx_reference {y} \
-                     JOIN resources {h} ON {h}.tenant = {y}.tenant AND {h}.res_type = {y}.res_type AND {h}.id = {y}.res_id \
-                     WHERE {y}.tenant = {tenant} AND {y}.res_type = {st} AND {y}.param = {p} AND NOT {h}.deleted \
+                    "FROM idx_reference {y}{join} \
+                     WHERE {y}.tenant = {tenant} AND {y}.res_type = {st} AND {y}.param = {p} \
                      AND ({inner})"
                 ),
                 negated: false,
@@ -660,10 +696,10 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize) -> Option<Member> {
 /// The SQL of one condition on the resource rows of `scope`; `depth` keeps the
 /// aliases of nested chains and `_has` apart.
 fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form) -> String {
-    if let Some(m) = membership(sql, c, depth) {
+    if let Some(m) = membership(sql, c, depth, form) {
         return m.render(form, scope);
     }
-    let r = scope.r.as_str();
+    let (r, rid) = (scope.r.as_str(), scope.id);
     match c {
         Condition::AnyOf(alternatives) => {
             let parts: Vec<String> = alternatives
@@ -674,7 +710,7 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form)
         }
         Condition::Id(ids) => {
             let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
-            format!("{r}.id IN ({})", alternatives.join(", "))
+            format!("{r}.{rid} IN ({})", alternatives.join(", "))
         }
         Condition::LastUpdated(any_of) => {
             // A version's lastUpdated is an instant: a one-microsecond range.
@@ -724,7 +760,7 @@ pub fn estimates_sql(
     for (i, c) in q.conditions.iter().enumerate() {
         let mut sql = Sql::new(style, tenant);
         let rt = sql.text(&q.res_type);
-        let Some(m) = membership(&mut sql, c, 0) else {
+        let Some(m) = membership(&mut sql, c, 0, Form::In) else {
             continue;
         };
         if m.negated {
@@ -771,6 +807,7 @@ fn build(
     let rt = sql.text(&q.res_type);
     let top = Scope {
         r: "r".to_owned(),
+        id: "id",
         types: format!("= {rt}"),
     };
     let mut from = "resources r".to_owned();
@@ -781,7 +818,7 @@ fn build(
     ];
     for (i, c) in q.conditions.iter().enumerate() {
         if driver == Driver::Condition(i)
-            && let Some(m) = membership(&mut sql, c, 0).filter(|m| !m.negated)
+            && let Some(m) = membership(&mut sql, c, 0, Form::In).filter(|m| !m.negated)
         {
             // CROSS JOIN keeps the driving set first on SQLite; PostgreSQL
             // plans it like any join.
