@@ -5,6 +5,7 @@ pub mod fhirpath;
 pub mod model;
 pub mod primitive;
 pub mod search_params;
+pub mod subset;
 pub mod validate;
 
 use crate::error::{ApiError, ErrorKind, OutcomeIssue};

@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{AppState, base_url, negotiate, percent_decode, read_form, resource_type, send};
 use crate::error::ApiError;
+use crate::fhir::subset::Subset;
 use crate::json::write_string;
 use crate::search::query::{Summary, Total};
 use crate::search::{plan, query};
@@ -121,12 +122,18 @@ async fn run(
     } else {
         None
     };
-    let found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();
+    let mut found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();
     let included = if only_count {
         Vec::new()
     } else {
         includes(&parsed, &found, state).await?
     };
+    // Subsets come last: includes follow references the subset may drop.
+    if let Some(how) = subset(&parsed) {
+        for r in &mut found {
+            r.body = crate::fhir::subset::apply(&r.body, &r.res_type, &how)?;
+        }
+    }
     let base = base_url(&req, state);
     let kept: Vec<String> = criteria
         .iter()
@@ -364,6 +371,20 @@ pub async fn everything(
         format,
         bundle(&base, &links, None, &found, &[])?,
     ))
+}
+
+/// The part of each match a search returns (`_summary` wins over `_elements`).
+fn subset(parsed: &query::SearchRequest) -> Option<Subset> {
+    match parsed.summary {
+        Some(Summary::True) => Some(Subset::Summary),
+        Some(Summary::Text) => Some(Subset::Text),
+        Some(Summary::Data) => Some(Subset::Data),
+        Some(Summary::False) => None,
+        Some(Summary::Count) | None if !parsed.elements.is_empty() => {
+            Some(Subset::Elements(parsed.elements.clone()))
+        }
+        Some(Summary::Count) | None => None,
+    }
 }
 
 /// The reference parameters an include names (`*`: all of the source type).

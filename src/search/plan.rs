@@ -12,7 +12,7 @@ use hearth_store::search::{
 
 use super::extract::{IndexEntry, IndexValue, date_range};
 use super::normalize;
-use super::query::{Criterion, Filter, Modifier, Prefix, SearchRequest, SearchValue, Summary};
+use super::query::{Criterion, Filter, Modifier, Prefix, SearchRequest, SearchValue};
 use crate::error::{ApiError, ErrorKind};
 use crate::fhir::search_params::{ParamType, SearchParam, r4};
 
@@ -563,15 +563,6 @@ pub fn store_query(
     limit: u32,
     hash: &Hasher<'_>,
 ) -> Result<SearchQuery, ApiError> {
-    if req
-        .summary
-        .is_some_and(|s| !matches!(s, Summary::False | Summary::Count))
-        || !req.elements.is_empty()
-    {
-        return Err(not_yet(
-            "_summary (other than count and false) and _elements".into(),
-        ));
-    }
     let mut conditions = Vec::new();
     for f in &req.filters {
         conditions.push(filter_condition(f, hash)?);

@@ -881,3 +881,38 @@ async fn patient_everything(app: TestApp) {
     );
 }
 every_plan!(patient_everything);
+
+/// `_summary=true|text|data|false` and `_elements` shape the matches (tagged
+/// SUBSETTED); includes are found from the whole resources.
+async fn summaries_and_elements(app: TestApp) {
+    seed(&app).await;
+    let first = |b: &Value| b["entry"][0]["resource"].clone();
+    let (_, b) = json(app.get("Observation?_id=o1&_summary=true").await).await;
+    let o = first(&b);
+    assert_eq!(o["status"], "final");
+    assert_eq!(o["meta"]["tag"][0]["code"], "SUBSETTED");
+    let (_, b) = json(
+        app.get("Observation?_id=o1&_elements=status&_include=Observation:subject")
+            .await,
+    )
+    .await;
+    let o = first(&b);
+    assert_eq!(o["status"], "final");
+    assert!(o.get("code").is_none() && o.get("subject").is_none(), "{o}");
+    assert_eq!(
+        b["entry"][1]["resource"]["id"], "p1",
+        "include found through the whole resource"
+    );
+    let (_, b) = json(app.get("Observation?_id=o1&_elements=effective").await).await;
+    assert_eq!(first(&b)["effectiveDateTime"], "2015-03-04T10:00:00Z");
+    let (_, b) = json(app.get("Observation?_id=o1&_summary=false").await).await;
+    assert!(first(&b)["meta"].get("tag").is_none());
+    assert!(first(&b).get("code").is_some());
+    let (_, b) = json(app.get("Observation?_id=o1&_summary=text").await).await;
+    let o = first(&b);
+    assert!(
+        o.get("code").is_some() && o.get("effectiveDateTime").is_none(),
+        "{o}"
+    );
+}
+every_plan!(summaries_and_elements);

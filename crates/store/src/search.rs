@@ -759,22 +759,34 @@ pub fn estimates_sql(
     let mut out = Vec::new();
     for (i, c) in q.conditions.iter().enumerate() {
         let mut sql = Sql::new(style, tenant);
-        let rt = sql.text(&q.res_type);
-        let Some(m) = membership(&mut sql, c, 0, Form::In) else {
+        let Some(rows) = estimated_rows(&mut sql, c, &q.res_type) else {
             continue;
         };
-        if m.negated {
-            continue;
-        }
         let cap = sql.int(i64::from(q.drive_below));
-        let text = format!(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 AS one {core} AND {ty} = {rt} LIMIT {cap}) e",
-            core = m.core,
-            ty = m.ty
-        );
+        let text = format!("SELECT COUNT(*) AS n FROM ({rows} LIMIT {cap}) e");
         out.push((i, text, sql.binds));
     }
     out
+}
+
+/// Rows whose number bounds the matches of `c` among resources of `res_type`.
+/// For `_has`, the sources meeting its inner condition (each names its
+/// targets): counting them is one index range, where counting the targets
+/// would test the references of every source.
+fn estimated_rows(sql: &mut Sql, c: &Condition, res_type: &str) -> Option<String> {
+    if let Condition::Has {
+        source_type, inner, ..
+    } = c
+    {
+        return estimated_rows(sql, inner, source_type);
+    }
+    let rt = sql.text(res_type);
+    let m = membership(sql, c, 0, Form::In).filter(|m| !m.negated)?;
+    Some(format!(
+        "SELECT 1 AS one {core} AND {ty} = {rt}",
+        core = m.core,
+        ty = m.ty
+    ))
 }
 
 /// The driver given the estimates (condition index, capped count).
@@ -810,6 +822,13 @@ fn build(
         id: "id",
         types: format!("= {rt}"),
     };
+    // Walking the sort keys, conditions are probed on the key row, before the
+    // resource row is read (only for conditions that do not need that row).
+    let walked = Scope {
+        r: "s1".to_owned(),
+        id: "res_id",
+        types: top.types.clone(),
+    };
     let mut from = "resources r".to_owned();
     let mut clauses = vec![
         format!("r.tenant = {t}"),
@@ -826,7 +845,12 @@ fn build(
             clauses.push("r.id = d.id".to_owned());
             continue;
         }
-        let c = clause(&mut sql, c, &top, 0, Form::Exists);
+        let scope = if phase == Some(Phase::Keyed) && !needs_row(c) {
+            &walked
+        } else {
+            &top
+        };
+        let c = clause(&mut sql, c, scope, 0, Form::Exists);
         clauses.push(c);
     }
     let Some(phase) = phase else {
