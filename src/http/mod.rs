@@ -61,6 +61,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
                 .default_service(method_not_allowed()),
         )
         .service(
+            web::resource(["", "/"])
+                .route(web::get().to(search::system))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/_search")
+                .route(web::post().to(search::system_post))
+                .default_service(method_not_allowed()),
+        )
+        .service(
             web::resource("/_history")
                 .route(web::get().to(history::system))
                 .default_service(method_not_allowed()),

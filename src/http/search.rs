@@ -60,6 +60,205 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// A resource type named in `_type` (400, not 404, when it is not one).
+fn type_parameter(t: &str) -> Result<String, ApiError> {
+    resource_type(t)
+        .map(str::to_owned)
+        .map_err(|_| ApiError::invalid(format!("_type: {t} is not an R4 resource type")))
+}
+
+/// The URL of a page: `path` under the base (empty: the base itself), the kept
+/// parameters (already encoded), `_count` and the position.
+fn page_link(base: &str, path: &str, kept: &[String], count: u32, page: Option<&str>) -> String {
+    let mut url = if path.is_empty() {
+        format!("{base}?")
+    } else {
+        format!("{base}/{path}?")
+    };
+    for p in kept {
+        url.push_str(p);
+        url.push('&');
+    }
+    url.push_str(&format!("_count={count}"));
+    if let Some(p) = page {
+        url.push_str("&_page=");
+        url.push_str(&encode(p));
+    }
+    url
+}
+
+/// `GET [base]?_type=A,B&…` and `POST [base]/_search` (R4 3.1.1.2): the
+/// parameters apply to each type (all types without `_type`), results come by
+/// type, then id, a page at a time. Includes and `_sort` are not supported here.
+pub async fn system(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let all = pairs(req.query_string());
+    run_system(req, all, &state).await
+}
+
+pub async fn system_post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = form_body(&req, payload, &state).await?;
+    let mut all = pairs(req.query_string());
+    all.extend(pairs(&body));
+    run_system(req, all, &state).await
+}
+
+async fn run_system(
+    req: HttpRequest,
+    all: Vec<(String, String)>,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate(&req)?;
+    let mut types: Vec<String> = Vec::new();
+    let mut page = None;
+    let mut criteria = Vec::new();
+    for (k, v) in all {
+        match k.as_str() {
+            "_type" => {
+                for t in v.split(',') {
+                    types.push(type_parameter(t)?);
+                }
+            }
+            "_page" => {
+                page = Some(
+                    Cursor::decode(&v)
+                        .filter(|c| c.keys.len() == 1)
+                        .ok_or_else(|| ApiError::invalid("_page is not a valid page position"))?,
+                );
+            }
+            "_sort" | "_include" | "_revinclude" => {
+                return Err(ApiError::new(
+                    crate::error::ErrorKind::NotSupported,
+                    format!("{k} on a search across types is not supported by this server yet"),
+                ));
+            }
+            _ => criteria.push((k, v)),
+        }
+    }
+    if types.is_empty() {
+        types = crate::fhir::model::r4()
+            .resource_types()
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+    }
+    types.sort();
+    types.dedup();
+    let (after_type, after_id) = match &page {
+        Some(c) => (
+            String::from_utf8_lossy(&c.keys[0]).into_owned(),
+            c.id.clone(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let mut parsed_all = Vec::new();
+    for t in &types {
+        let parsed = query::parse(t, &criteria)?;
+        if strict(&req) && !parsed.ignored.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "unknown search parameters: {}",
+                parsed.ignored.join(", ")
+            )));
+        }
+        parsed_all.push(parsed);
+    }
+    let Some(first) = parsed_all.first() else {
+        return Err(ApiError::invalid("_type names no resource type"));
+    };
+    let count = first
+        .count
+        .unwrap_or(state.default_search_count)
+        .min(state.max_page_size);
+    let (only_count, want_total) = (
+        first.summary == Some(Summary::Count),
+        first.total != Total::None,
+    );
+    let hasher = |input: &[u8]| state.service.search_hash(DEFAULT_TENANT, input);
+    let mut total = (only_count || want_total).then_some(0u64);
+    let mut found: Vec<ResourceVersion> = Vec::new();
+    let mut next = None;
+    for parsed in &parsed_all {
+        let t = parsed.resource_type.as_str();
+        if let Some(n) = total.as_mut() {
+            let q = plan::store_query(parsed, None, 1, &hasher)?;
+            *n += state.service.count(DEFAULT_TENANT, &q).await?;
+        }
+        if only_count || next.is_some() || t < after_type.as_str() {
+            continue;
+        }
+        let after = (t == after_type).then(|| Cursor {
+            keys: Vec::new(),
+            id: after_id.clone(),
+        });
+        let room = count as usize - found.len();
+        let mut q = plan::store_query(
+            parsed,
+            after,
+            u32::try_from(room + 1).unwrap_or(u32::MAX),
+            &hasher,
+        )?;
+        q.drive_below = state.search_drive_below;
+        let mut hits = state.service.search(DEFAULT_TENANT, &q).await?;
+        if hits.len() > room {
+            hits.truncate(room);
+            let last = hits.last().map_or_else(
+                || Cursor {
+                    keys: vec![t.as_bytes().to_vec()],
+                    id: after_id.clone(),
+                },
+                |(r, _)| Cursor {
+                    keys: vec![t.as_bytes().to_vec()],
+                    id: r.id.clone(),
+                },
+            );
+            next = Some(last.encode());
+        }
+        found.extend(hits.into_iter().map(|(r, _)| r));
+        if found.len() >= count as usize && next.is_none() {
+            // Full exactly at the end of a type: the next page starts after it.
+            next = found.last().map(|r| {
+                Cursor {
+                    keys: vec![r.res_type.as_bytes().to_vec()],
+                    id: r.id.clone(),
+                }
+                .encode()
+            });
+        }
+    }
+    if let Some(how) = subset(first) {
+        for r in &mut found {
+            r.body = crate::fhir::subset::apply(&r.body, &r.res_type, &how)?;
+        }
+    }
+    let base = base_url(&req, state);
+    let mut kept: Vec<String> = criteria
+        .iter()
+        .filter(|(k, _)| {
+            !first.ignored.contains(k) && k != "_count" && k != "_format" && k != "_pretty"
+        })
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    if !types.is_empty() && types.len() < crate::fhir::model::r4().resource_types().len() {
+        kept.insert(0, format!("_type={}", encode(&types.join(","))));
+    }
+    let link = |p: Option<&str>| page_link(&base, "", &kept, count, p);
+    let mut links = vec![("self", link(page.as_ref().map(Cursor::encode).as_deref()))];
+    if let Some(n) = &next {
+        links.push(("next", link(Some(n))));
+    }
+    Ok(send(
+        HttpResponse::build(StatusCode::OK),
+        format,
+        bundle(&base, &links, total, &found, &[])?,
+    ))
+}
+
 /// Runs a search of type `t`; `within` restricts it (a compartment) and `path`
 /// is what the links repeat (`Observation`, `Patient/1/Observation`).
 async fn run(
@@ -142,19 +341,7 @@ async fn run(
         })
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect();
-    let link = |page: Option<&str>| {
-        let mut url = format!("{base}/{path}?");
-        for p in &kept {
-            url.push_str(p);
-            url.push('&');
-        }
-        url.push_str(&format!("_count={count}"));
-        if let Some(p) = page {
-            url.push_str("&_page=");
-            url.push_str(&encode(p));
-        }
-        url
-    };
+    let link = |page: Option<&str>| page_link(&base, path, &kept, count, page);
     let mut links = vec![("self", link(page.as_deref()))];
     if let Some(n) = &next {
         links.push(("next", link(Some(n))));
@@ -207,6 +394,18 @@ pub async fn post(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let t = resource_type(&path)?;
+    let body = form_body(&req, payload, &state).await?;
+    let mut all = pairs(req.query_string());
+    all.extend(pairs(&body));
+    run(req, t, t, None, all, &state).await
+}
+
+/// The form body of a `_search` POST (415 for any other content type).
+async fn form_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<String, ApiError> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -218,10 +417,7 @@ pub async fn post(
             "_search takes an application/x-www-form-urlencoded body",
         ));
     }
-    let body = read_form(payload, &state).await?;
-    let mut all = pairs(req.query_string());
-    all.extend(pairs(&body));
-    run(req, t, t, None, all, &state).await
+    read_form(payload, state).await
 }
 
 /// Compartment search (R4 3.1.1.3.2): `GET [base]/Patient/[id]/[type]?…` finds the
@@ -281,7 +477,7 @@ pub async fn everything(
             }
             "_type" => {
                 for t in v.split(',') {
-                    types.push(resource_type(t)?.to_owned());
+                    types.push(type_parameter(t)?);
                 }
             }
             "_count" => {
@@ -349,19 +545,8 @@ pub async fn everything(
     };
     found.extend(hits.into_iter().map(|(r, _)| r));
     let base = base_url(&req, &state);
-    let link = |p: Option<&str>| {
-        let mut url = format!("{base}/Patient/{id}/$everything?");
-        for k in &kept {
-            url.push_str(k);
-            url.push('&');
-        }
-        url.push_str(&format!("_count={count}"));
-        if let Some(p) = p {
-            url.push_str("&_page=");
-            url.push_str(&encode(p));
-        }
-        url
-    };
+    let path = format!("Patient/{id}/$everything");
+    let link = |p: Option<&str>| page_link(&base, &path, &kept, count, p);
     let mut links = vec![("self", link(page.as_ref().map(Cursor::encode).as_deref()))];
     if let Some(n) = &next {
         links.push(("next", link(Some(n))));

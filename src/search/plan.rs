@@ -265,6 +265,18 @@ pub const COMPARTMENTS: [&str; 5] = [
     "Device",
 ];
 
+/// A URI and every ancestor of it on `/` boundaries, for `:above` (the stored
+/// value is the searched one or one of its ancestors).
+fn uri_ancestors(uri: &str) -> Vec<String> {
+    let mut out: Vec<String> = uri
+        .char_indices()
+        .filter(|&(i, c)| c == '/' && i > 0 && !uri[..i].ends_with(['/', ':']))
+        .map(|(i, _)| uri[..i].to_owned())
+        .collect();
+    out.push(uri.to_owned());
+    out
+}
+
 fn not_yet(what: String) -> ApiError {
     ApiError::new(
         ErrorKind::NotSupported,
@@ -384,7 +396,7 @@ fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, Ap
             table,
             missing: matches!(c.values.first(), Some(SearchValue::Missing(true))),
         },
-        (None, ParamType::Token) if hashed => {
+        (None | Some(Modifier::Not), ParamType::Token) if hashed => {
             let mut any_of = Vec::new();
             for v in &c.values {
                 let SearchValue::Token { system, code } = v else {
@@ -400,7 +412,12 @@ fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, Ap
                 };
                 any_of.push(hash(&input)?);
             }
-            Condition::StringHash { param, any_of }
+            let matches = Condition::StringHash { param, any_of };
+            if c.modifier == Some(Modifier::Not) {
+                Condition::Not(Box::new(matches))
+            } else {
+                matches
+            }
         }
         (None | Some(Modifier::Not), ParamType::Token) if !hashed => Condition::Token {
             param,
@@ -475,6 +492,19 @@ fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, Ap
                     _ => None,
                 })
                 .collect(),
+        },
+        (Some(Modifier::Above), ParamType::Uri) => Condition::Uri {
+            param,
+            any_of: c
+                .values
+                .iter()
+                .filter_map(|v| match v {
+                    SearchValue::Text(t) => Some(uri_ancestors(t)),
+                    _ => None,
+                })
+                .flatten()
+                .collect(),
+            below: false,
         },
         (None | Some(Modifier::Below), ParamType::Uri) => Condition::Uri {
             param,

@@ -198,7 +198,9 @@ async fn paging_links_and_parameters(app: TestApp) {
     assert_eq!(app.get("Patient?name:contains=smi").await.status(), 501);
     assert_eq!(app.get("Patient?birthdate=1970").await.status(), 501);
     assert_eq!(
-        app.get("Patient?identifier:not=urn:mrn|1").await.status(),
+        app.get("Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|1")
+            .await
+            .status(),
         501
     );
     assert_eq!(app.get("Observation?date=notadate").await.status(), 400);
@@ -297,6 +299,23 @@ async fn identifiers_and_telecom_through_keyed_hashes(app: TestApp) {
     assert_eq!(ids(&app, "Patient?phone=555-0199").await, ["c"]);
     assert_eq!(ids(&app, "Patient?email=b@example.org").await, ["b"]);
     assert_eq!(ids(&app, "Patient?telecom=phone|555-0100").await, ["a"]);
+    // :not on a protected token: without a match, including without a value.
+    let d = json!({"resourceType": "Patient", "id": "d", "gender": "other"});
+    assert!(
+        app.put("Patient/d", d.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(ids(&app, "Patient?identifier:not=12345").await, ["c", "d"]);
+    assert_eq!(
+        ids(
+            &app,
+            "Patient?identifier:not=urn:mrn|12345&telecom:not=phone|555-0199"
+        )
+        .await,
+        ["b", "d"]
+    );
 }
 every_plan!(identifiers_and_telecom_through_keyed_hashes);
 
@@ -387,6 +406,22 @@ async fn numbers_quantities_uris(app: TestApp) {
         .await,
         Vec::<String>::new(),
         "no wildcards"
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "ValueSet?url:above=http://example.org/fhir/ValueSet/a/b/_history/2"
+        )
+        .await,
+        ["v1", "v2"]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "ValueSet?url:above=http://example.org/fhir/ValueSet/a"
+        )
+        .await,
+        ["v1"]
     );
 }
 every_plan!(numbers_quantities_uris);
@@ -916,3 +951,34 @@ async fn summaries_and_elements(app: TestApp) {
     );
 }
 every_plan!(summaries_and_elements);
+
+/// Search across types: `GET [base]?_type=…`, `POST [base]/_search`, by type
+/// then id, paged; `_total`; parameters common to all types.
+async fn across_types(app: TestApp) {
+    seed(&app).await;
+    assert_eq!(
+        walk(&app, "?_type=Observation,Patient&_count=2").await,
+        ["o1", "o2", "o3", "p1", "p2"]
+    );
+    assert_eq!(
+        walk(&app, "?_type=Patient,Observation&_id=p2,o3&_count=1").await,
+        ["o3", "p2"]
+    );
+    let (status, b) = json(app.get("?_id=p1,o2&_total=accurate").await).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["total"], 2);
+    let res = app
+        .client
+        .post(app.url("_search"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_type=Patient&_id=p1")
+        .send()
+        .await
+        .unwrap();
+    let (status, b) = json(res).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(app.get("?_type=Nope").await.status(), 400);
+    assert_eq!(app.get("?_type=Patient&_sort=_id").await.status(), 501);
+}
+every_plan!(across_types);

@@ -58,6 +58,9 @@ pub struct NumberTest {
 pub enum Condition {
     /// Any of these conditions (compartments: any of the linking parameters).
     AnyOf(Vec<Condition>),
+    /// Resources not meeting the condition (`:not`, `:not-in`), including those
+    /// without any value for it.
+    Not(Box<Condition>),
     /// A chained parameter: a reference `param` to one of `target_types` whose
     /// current target meets `inner`.
     Chain {
@@ -491,6 +494,7 @@ fn needs_row(c: &Condition) -> bool {
     match c {
         Condition::LastUpdated(_) => true,
         Condition::AnyOf(all) => all.iter().any(needs_row),
+        Condition::Not(inner) => needs_row(inner),
         _ => false,
     }
 }
@@ -689,6 +693,11 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize, form: Form) -> Option<
             m.negated = *missing;
             m
         }
+        Condition::Not(inner) => {
+            let mut m = membership(sql, inner, depth, form)?;
+            m.negated = !m.negated;
+            m
+        }
         Condition::AnyOf(_) | Condition::Id(_) | Condition::LastUpdated(_) => return None,
     })
 }
@@ -701,6 +710,7 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form)
     }
     let (r, rid) = (scope.r.as_str(), scope.id);
     match c {
+        Condition::Not(inner) => format!("NOT ({})", clause(sql, inner, scope, depth, form)),
         Condition::AnyOf(alternatives) => {
             let parts: Vec<String> = alternatives
                 .iter()
