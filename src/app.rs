@@ -123,7 +123,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         master_key = keys.master_key_id(),
         "store ready"
     );
-    let service = Service::new(store, keys);
+    let service = Service::new(store, keys, config.http.public_url.clone());
     // Index changes of a migration are finished before the first search.
     service
         .run_reindex_jobs(DEFAULT_TENANT)

@@ -49,6 +49,8 @@ pub enum DeleteResult {
 pub struct Service {
     store: AnyStore,
     keys: Arc<KeyRing>,
+    /// The public base URL: absolute references under it are local.
+    local_base: Option<String>,
 }
 
 fn crypto_error(e: CryptoError) -> ApiError {
@@ -66,8 +68,12 @@ fn crypto_error(e: CryptoError) -> ApiError {
 }
 
 impl Service {
-    pub fn new(store: AnyStore, keys: Arc<KeyRing>) -> Self {
-        Service { store, keys }
+    pub fn new(store: AnyStore, keys: Arc<KeyRing>, local_base: Option<String>) -> Self {
+        Service {
+            store,
+            keys,
+            local_base,
+        }
     }
 
     /// `POST [type]`: a new resource with a server-assigned id.
@@ -109,9 +115,12 @@ impl Service {
     ) -> Result<(ResourceVersion, bool), ApiError> {
         let last_updated = now_micros();
         let resource = Json::Object(obj);
-        let index = plan::index_rows(res_type, &extract(&resource), &|input| {
-            self.search_hash(tenant, input)
-        })?;
+        let index = plan::index_rows(
+            res_type,
+            &extract(&resource),
+            &|input| self.search_hash(tenant, input),
+            self.local_base.as_deref(),
+        )?;
         let Json::Object(obj) = resource else {
             return Err(ApiError::internal("resource is not an object"));
         };
@@ -219,10 +228,12 @@ impl Service {
                             opened.res_type, opened.id
                         ))
                     })?;
-                    let index =
-                        plan::index_rows(&opened.res_type, &extract(&resource), &|input| {
-                            self.search_hash(tenant, input)
-                        })?;
+                    let index = plan::index_rows(
+                        &opened.res_type,
+                        &extract(&resource),
+                        &|input| self.search_hash(tenant, input),
+                        self.local_base.as_deref(),
+                    )?;
                     batch.push(hearth_store::Reindexed {
                         res_type: opened.res_type,
                         id: opened.id,

@@ -110,10 +110,14 @@ pub type Hasher<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, ApiError> + 'a;
 
 /// The index rows kept for a resource of type `res_type`; `hash` keys the hashes
 /// of identifying strings.
+/// `local_base` is the server's public base URL, when configured: absolute
+/// references under it are local (`Type/id`); any other absolute reference
+/// points at another server and is indexed by its URL only.
 pub fn index_rows(
     res_type: &str,
     entries: &[IndexEntry],
     hash: &Hasher<'_>,
+    local_base: Option<&str>,
 ) -> Result<Vec<IndexRow>, ApiError> {
     let registry = r4();
     let mut rows = Vec::new();
@@ -173,12 +177,27 @@ pub fn index_rows(
                 target_id,
                 url,
                 ..
-            } => IndexRow::Reference {
-                param: e.param.to_owned(),
-                target_type: target_type.clone().unwrap_or_default(),
-                target_id: target_id.clone().unwrap_or_default(),
-                url: url.clone(),
-            },
+            } => {
+                let local = !url.contains("://")
+                    || local_base.is_some_and(|b| {
+                        url.strip_prefix(b.trim_end_matches('/'))
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    });
+                let (target_type, target_id) = if local {
+                    (
+                        target_type.clone().unwrap_or_default(),
+                        target_id.clone().unwrap_or_default(),
+                    )
+                } else {
+                    (String::new(), String::new())
+                };
+                IndexRow::Reference {
+                    param: e.param.to_owned(),
+                    target_type,
+                    target_id,
+                    url: url.clone(),
+                }
+            }
             IndexValue::Date { low, high } => IndexRow::Date {
                 param: e.param.to_owned(),
                 low: *low,
@@ -617,7 +636,7 @@ mod tests {
     fn identifying_values_are_not_stored() {
         let p = parse(br#"{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"123456"}],"name":[{"family":"Zyxwvutsrq"}],"telecom":[{"system":"phone","value":"555-0100"}],"birthDate":"1970-01-01","gender":"female","generalPractitioner":[{"reference":"Practitioner/7"}]}"#).unwrap();
         let fake_hash = |b: &[u8]| Ok(b.iter().map(|x| x.wrapping_add(1)).collect::<Vec<u8>>());
-        let rows = index_rows("Patient", &extract(&p), &fake_hash).unwrap();
+        let rows = index_rows("Patient", &extract(&p), &fake_hash, None).unwrap();
         let text = format!("{rows:?}");
         for secret in ["123456", "Zyxwvutsrq", "555-0100", "1970"] {
             assert!(
@@ -633,7 +652,7 @@ mod tests {
         assert!(rows.iter().any(|r| matches!(r, IndexRow::Reference { param, target_id, .. } if param == "general-practitioner" && target_id == "7")));
         let o = parse(br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"effectiveDateTime":"2020"}"#).unwrap();
         assert!(
-            index_rows("Observation", &extract(&o), &fake_hash)
+            index_rows("Observation", &extract(&o), &fake_hash, None)
                 .unwrap()
                 .iter()
                 .any(|r| matches!(r, IndexRow::Date { param, .. } if param == "date"))
@@ -649,7 +668,7 @@ mod tests {
         )
         .unwrap();
         let fake_hash = |b: &[u8]| Ok(b.to_vec());
-        let rows = index_rows("Observation", &extract(&o), &fake_hash).unwrap();
+        let rows = index_rows("Observation", &extract(&o), &fake_hash, None).unwrap();
         let mut members: Vec<(String, String)> = rows
             .iter()
             .filter_map(|r| match r {

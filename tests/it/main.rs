@@ -5,6 +5,7 @@
 mod support;
 
 mod concurrency;
+mod conformance;
 mod crud;
 mod encryption;
 mod http_semantics;

@@ -982,3 +982,54 @@ async fn across_types(app: TestApp) {
     assert_eq!(app.get("?_type=Patient&_sort=_id").await.status(), 501);
 }
 every_plan!(across_types);
+
+/// An absolute reference under the configured public base is local; one to
+/// another server is matched by its URL only.
+async fn absolute_references(app: TestApp) {
+    for (id, reference) in [
+        ("a1", "https://fhir.example.org/fhir/Patient/p1"),
+        ("a2", "https://elsewhere.example/fhir/Patient/p1"),
+        ("a3", "Patient/p1"),
+    ] {
+        let o = json!({"resourceType": "Observation", "id": id, "status": "final",
+                       "code": {"text": "x"}, "subject": {"reference": reference}});
+        assert!(
+            app.put(&format!("Observation/{id}"), o.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    assert_eq!(
+        ids(&app, "Observation?subject=Patient/p1").await,
+        ["a1", "a3"]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            "Observation?subject=https://elsewhere.example/fhir/Patient/p1"
+        )
+        .await,
+        ["a2"]
+    );
+}
+
+mod absolute_references {
+    use crate::support::{Backend, TestApp};
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let app = TestApp::start_with(Backend::Sqlite, |c| {
+            c.http.public_url = Some("https://fhir.example.org/fhir".into());
+        })
+        .await;
+        super::absolute_references(app).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let app = TestApp::start_with(Backend::Postgres, |c| {
+            c.http.public_url = Some("https://fhir.example.org/fhir".into());
+        })
+        .await;
+        super::absolute_references(app).await;
+    }
+}
