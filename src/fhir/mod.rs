@@ -7,6 +7,7 @@ pub mod primitive;
 pub mod search_params;
 pub mod subset;
 pub mod validate;
+pub mod valueset;
 
 use crate::error::{ApiError, ErrorKind, OutcomeIssue};
 use crate::json::{self, Json, Object, ParseErrorKind, PathStep};

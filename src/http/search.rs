@@ -60,6 +60,53 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// Expands the value sets `:in` and `:not-in` name, from the ValueSets stored
+/// on this server (by canonical URL, `|version` choosing among versions).
+async fn resolve_value_sets(
+    parsed: &mut query::SearchRequest,
+    state: &AppState,
+) -> Result<(), ApiError> {
+    for canonical in parsed.value_set_urls() {
+        let (url, version) = match canonical.split_once('|') {
+            Some((u, v)) => (u.to_owned(), Some(v.to_owned())),
+            None => (canonical.clone(), None),
+        };
+        let q = hearth_store::search::SearchQuery {
+            res_type: "ValueSet".to_owned(),
+            conditions: vec![Condition::Uri {
+                param: "url".to_owned(),
+                any_of: vec![url],
+                below: false,
+            }],
+            sort: Vec::new(),
+            after: None,
+            limit: 50,
+            drive_below: state.search_drive_below,
+        };
+        let mut chosen = None;
+        for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
+            let vs = crate::json::parse(&rv.body)
+                .map_err(|_| ApiError::internal("a stored ValueSet is not JSON"))?;
+            let matches = match (&version, &vs) {
+                (None, _) => true,
+                (Some(want), crate::json::Json::Object(o)) => {
+                    o.get("version").and_then(crate::json::Json::as_str) == Some(want.as_str())
+                }
+                _ => false,
+            };
+            if matches {
+                chosen = Some(vs);
+                break;
+            }
+        }
+        let vs = chosen
+            .ok_or_else(|| ApiError::invalid(format!("no value set {canonical} on this server")))?;
+        let members = crate::fhir::valueset::expand(&vs, &canonical)?;
+        parsed.value_sets.insert(canonical, members);
+    }
+    Ok(())
+}
+
 /// A resource type named in `_type` (400, not 404, when it is not one).
 fn type_parameter(t: &str) -> Result<String, ApiError> {
     resource_type(t)
@@ -159,7 +206,8 @@ async fn run_system(
     };
     let mut parsed_all = Vec::new();
     for t in &types {
-        let parsed = query::parse(t, &criteria)?;
+        let mut parsed = query::parse(t, &criteria)?;
+        resolve_value_sets(&mut parsed, state).await?;
         if strict(&req) && !parsed.ignored.is_empty() {
             return Err(ApiError::invalid(format!(
                 "unknown search parameters: {}",
@@ -275,7 +323,8 @@ async fn run(
         .find(|(k, _)| k == "_page")
         .map(|(_, v)| v.clone());
     let criteria: Vec<(String, String)> = all.into_iter().filter(|(k, _)| k != "_page").collect();
-    let parsed = query::parse(t, &criteria)?;
+    let mut parsed = query::parse(t, &criteria)?;
+    resolve_value_sets(&mut parsed, state).await?;
     if strict(&req) && !parsed.ignored.is_empty() {
         return Err(ApiError::invalid(format!(
             "unknown search parameters: {}",

@@ -351,10 +351,17 @@ fn dates(values: &[SearchValue]) -> Vec<(DateOp, i64, i64)> {
 
 /// The store condition of one filter: a criterion (wrapped in its chain, from
 /// the last link outwards) or a `_has`.
-fn filter_condition(f: &Filter, hash: &Hasher<'_>) -> Result<Condition, ApiError> {
+/// The expansions of value sets by canonical URL (see `SearchRequest::value_sets`).
+type ValueSets = std::collections::HashMap<String, Vec<crate::fhir::valueset::Member>>;
+
+fn filter_condition(
+    f: &Filter,
+    hash: &Hasher<'_>,
+    value_sets: &ValueSets,
+) -> Result<Condition, ApiError> {
     match f {
         Filter::Criterion(c) => {
-            let mut condition = criterion_condition(c, hash)?;
+            let mut condition = criterion_condition(c, hash, value_sets)?;
             for link in c.chain.iter().rev() {
                 condition = Condition::Chain {
                     param: link.param.clone(),
@@ -367,13 +374,17 @@ fn filter_condition(f: &Filter, hash: &Hasher<'_>) -> Result<Condition, ApiError
         Filter::Has(h) => Ok(Condition::Has {
             source_type: h.source_type.clone(),
             param: h.reference_param.clone(),
-            inner: Box::new(filter_condition(&h.inner, hash)?),
+            inner: Box::new(filter_condition(&h.inner, hash, value_sets)?),
         }),
     }
 }
 
 /// The store condition of one parameter on `c.resource_type`, ignoring its chain.
-fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, ApiError> {
+fn criterion_condition(
+    c: &Criterion,
+    hash: &Hasher<'_>,
+    value_sets: &ValueSets,
+) -> Result<Condition, ApiError> {
     let registry = r4();
     let param = c.param.clone();
     if param == "_id" {
@@ -436,6 +447,24 @@ fn criterion_condition(c: &Criterion, hash: &Hasher<'_>) -> Result<Condition, Ap
                 Condition::Not(Box::new(matches))
             } else {
                 matches
+            }
+        }
+        (Some(m @ (Modifier::In | Modifier::NotIn)), ParamType::Token) if !hashed => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                let SearchValue::Text(url) = v else { continue };
+                let members = value_sets.get(url).ok_or_else(|| {
+                    ApiError::invalid(format!("{param}: no value set {url} on this server"))
+                })?;
+                for (system, code) in members {
+                    // A whole code system: any code of it.
+                    any_of.push((system.clone(), code.clone()));
+                }
+            }
+            Condition::Token {
+                param,
+                any_of,
+                negate: *m == Modifier::NotIn,
             }
         }
         (None | Some(Modifier::Not), ParamType::Token) if !hashed => Condition::Token {
@@ -614,7 +643,7 @@ pub fn store_query(
 ) -> Result<SearchQuery, ApiError> {
     let mut conditions = Vec::new();
     for f in &req.filters {
-        conditions.push(filter_condition(f, hash)?);
+        conditions.push(filter_condition(f, hash, &req.value_sets)?);
     }
     Ok(SearchQuery {
         res_type: req.resource_type.clone(),

@@ -186,6 +186,36 @@ pub struct SearchRequest {
     pub elements: Vec<String>,
     /// Parameters this server does not know (left out of the `self` link).
     pub ignored: Vec<String>,
+    /// The expansions of the value sets `:in` and `:not-in` name, by canonical
+    /// URL as written; filled from the store before planning.
+    pub value_sets: std::collections::HashMap<String, Vec<crate::fhir::valueset::Member>>,
+}
+
+impl SearchRequest {
+    /// The value sets named by `:in` and `:not-in` anywhere in the filters.
+    pub fn value_set_urls(&self) -> Vec<String> {
+        fn walk(f: &Filter, out: &mut Vec<String>) {
+            match f {
+                Filter::Has(h) => walk(&h.inner, out),
+                Filter::Criterion(c) => {
+                    if matches!(c.modifier, Some(Modifier::In | Modifier::NotIn)) {
+                        for v in &c.values {
+                            if let SearchValue::Text(url) = v
+                                && !out.contains(url)
+                            {
+                                out.push(url.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for f in &self.filters {
+            walk(f, &mut out);
+        }
+        out
+    }
 }
 
 /// Splits on unescaped `sep`; an escaped `sep` loses its backslash, other escapes
@@ -269,6 +299,10 @@ fn parse_value(
         };
     }
     Ok(match kind {
+        // A value set's canonical URL (possibly `|version`).
+        ParamType::Token if matches!(modifier, Some(Modifier::In | Modifier::NotIn)) => {
+            SearchValue::Text(unescape(raw))
+        }
         ParamType::Token if modifier != Some(&Modifier::Text) => {
             let parts = split_escaped(raw, '|');
             match parts.as_slice() {

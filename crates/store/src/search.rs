@@ -476,7 +476,13 @@ fn member(
     alternatives: impl FnOnce(&mut Sql) -> Vec<String>,
 ) -> Member {
     let p = sql.text(param);
-    let filter = alternatives(sql).join(" OR ");
+    let alternatives = alternatives(sql);
+    let filter = if alternatives.is_empty() {
+        // Nothing can match (an empty value set).
+        "1 = 0".to_owned()
+    } else {
+        alternatives.join(" OR ")
+    };
     Member {
         ty: "x.res_type".to_owned(),
         id: "x.res_id".to_owned(),
