@@ -107,6 +107,48 @@ async fn resolve_value_sets(
     Ok(())
 }
 
+/// `_list`: the ids of the searched type that the named Lists hold (`entry.item`
+/// references); an unknown or deleted List holds nothing.
+async fn resolve_lists(
+    parsed: &mut query::SearchRequest,
+    state: &AppState,
+) -> Result<(), ApiError> {
+    let prefix = format!("{}/", parsed.resource_type);
+    for group in parsed.lists.clone() {
+        let mut ids = Vec::new();
+        for list_id in group {
+            let list = match state.service.read(DEFAULT_TENANT, "List", &list_id).await {
+                Ok(l) => l,
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        crate::error::ErrorKind::NotFound | crate::error::ErrorKind::Gone
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let json = crate::json::parse(&list.body)
+                .map_err(|_| ApiError::internal("a stored List is not JSON"))?;
+            for value in crate::search::extract::extract(&json) {
+                if value.param != "item" {
+                    continue;
+                }
+                if let crate::search::extract::IndexValue::Reference { url, .. } = value.value
+                    && let Some(id) = url.strip_prefix(&prefix)
+                    && !id.contains('/')
+                    && !ids.iter().any(|i| i == id)
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        parsed.list_members.push(ids);
+    }
+    Ok(())
+}
+
 /// A resource type named in `_type` (400, not 404, when it is not one).
 fn type_parameter(t: &str) -> Result<String, ApiError> {
     resource_type(t)
@@ -208,6 +250,7 @@ async fn run_system(
     for t in &types {
         let mut parsed = query::parse(t, &criteria)?;
         resolve_value_sets(&mut parsed, state).await?;
+        resolve_lists(&mut parsed, state).await?;
         if strict(&req) && !parsed.ignored.is_empty() {
             return Err(ApiError::invalid(format!(
                 "unknown search parameters: {}",
@@ -325,6 +368,7 @@ async fn run(
     let criteria: Vec<(String, String)> = all.into_iter().filter(|(k, _)| k != "_page").collect();
     let mut parsed = query::parse(t, &criteria)?;
     resolve_value_sets(&mut parsed, state).await?;
+    resolve_lists(&mut parsed, state).await?;
     if strict(&req) && !parsed.ignored.is_empty() {
         return Err(ApiError::invalid(format!(
             "unknown search parameters: {}",

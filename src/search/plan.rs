@@ -645,6 +645,9 @@ pub fn store_query(
     for f in &req.filters {
         conditions.push(filter_condition(f, hash, &req.value_sets)?);
     }
+    for ids in &req.list_members {
+        conditions.push(Condition::Id(ids.clone()));
+    }
     Ok(SearchQuery {
         res_type: req.resource_type.clone(),
         conditions,

@@ -186,6 +186,11 @@ pub struct SearchRequest {
     pub elements: Vec<String>,
     /// Parameters this server does not know (left out of the `self` link).
     pub ignored: Vec<String>,
+    /// `_list`: per repetition (AND), the List ids (OR).
+    pub lists: Vec<Vec<String>>,
+    /// Per `_list` repetition, the ids of the searched type its Lists hold;
+    /// filled from the store before planning.
+    pub list_members: Vec<Vec<String>>,
     /// The expansions of the value sets `:in` and `:not-in` name, by canonical
     /// URL as written; filled from the store before planning.
     pub value_sets: std::collections::HashMap<String, Vec<crate::fhir::valueset::Member>>,
@@ -580,6 +585,9 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
                     _ => return Err(bad("must be true, text, data, count or false")),
                 })
             }
+            "_list" => req
+                .lists
+                .push(value.split(',').map(str::to_owned).collect()),
             "_elements" => {
                 req.elements = value
                     .split(',')

@@ -724,6 +724,7 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form)
                 .collect();
             format!("({})", parts.join(" OR "))
         }
+        Condition::Id(ids) if ids.is_empty() => "1 = 0".to_owned(),
         Condition::Id(ids) => {
             let alternatives: Vec<String> = ids.iter().map(|id| sql.text(id)).collect();
             format!("{r}.{rid} IN ({})", alternatives.join(", "))
@@ -976,7 +977,10 @@ pub fn search_sql(
     style: Placeholders,
     driver: Driver,
 ) -> Vec<(String, Vec<Bind>)> {
-    if driver == Driver::Walk && !q.sort.is_empty() {
+    // With ids given, the few resources are read by id and sorted; walking
+    // the sort keys of the whole type would be the slow way to find them.
+    let by_id = q.conditions.iter().any(|c| matches!(c, Condition::Id(_)));
+    if driver == Driver::Walk && !q.sort.is_empty() && !by_id {
         vec![
             build(tenant, q, style, driver, Some(Phase::Keyed)),
             build(tenant, q, style, driver, Some(Phase::Unkeyed)),
