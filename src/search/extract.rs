@@ -50,6 +50,8 @@ pub enum IndexValue {
         version: Option<String>,
         /// The reference as written (absolute URLs, canonicals, `urn:uuid:`).
         url: String,
+        /// `Reference.identifier` as (system, value), for `:identifier`.
+        identifier: Option<(Option<String>, String)>,
     },
     Uri(String),
 }
@@ -233,9 +235,16 @@ fn values_of(kind: ParamType, v: &Value<'_>, out: &mut Vec<IndexValue>) {
             target_id: None,
             version: s.split_once('|').map(|(_, v)| v.to_owned()),
             url: s.split_once('|').map_or(s.as_str(), |(u, _)| u).to_owned(),
+            identifier: None,
         }),
         (ParamType::Reference, Json::Object(o)) => {
-            if let Some(r) = text(o, "reference") {
+            let identifier = match o.get("identifier") {
+                Some(Json::Object(i)) => text(i, "value").map(|v| (text(i, "system"), v)),
+                _ => None,
+            };
+            let reference = text(o, "reference");
+            if reference.is_some() || identifier.is_some() {
+                let r = reference.unwrap_or_default();
                 let (t, id, version) = parse_reference(&r);
                 let target_type = t.or_else(|| text(o, "type"));
                 out.push(IndexValue::Reference {
@@ -243,6 +252,7 @@ fn values_of(kind: ParamType, v: &Value<'_>, out: &mut Vec<IndexValue>) {
                     target_id: id,
                     version,
                     url: r,
+                    identifier,
                 });
             }
         }
@@ -379,7 +389,8 @@ mod tests {
                 target_type: Some("Patient".into()),
                 target_id: Some("p1".into()),
                 version: Some("3".into()),
-                url: "Patient/p1/_history/3".into()
+                url: "Patient/p1/_history/3".into(),
+                identifier: None,
             }]
         );
         let enc = entries(OBS, "encounter");

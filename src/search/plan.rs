@@ -105,6 +105,27 @@ fn token_hash_inputs(param: &str, system: Option<&str>, code: &str) -> Vec<Vec<u
     out
 }
 
+/// The hash input a searched protected token (`system|code`, `code`, `system|`)
+/// matches, under the name `name`.
+fn searched_token_input(
+    name: &str,
+    system: &Option<String>,
+    code: &Option<String>,
+    param: &str,
+) -> Result<Vec<u8>, ApiError> {
+    Ok(match (system.as_deref(), code.as_deref()) {
+        (None, Some(code)) => token_hash_input(name, "*", code),
+        (Some(system), Some(code)) => token_hash_input(name, system, code),
+        (Some(system), None) if !system.is_empty() => token_hash_input(name, system, "*"),
+        _ => return Err(ApiError::invalid(format!("{param} needs a value"))),
+    })
+}
+
+/// The name under which `Reference.identifier` values of `param` are hashed.
+fn identifier_param(param: &str) -> String {
+    format!("{param}:identifier")
+}
+
 /// A keyed hash function (see `KeyRing::search_hash`).
 pub type Hasher<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, ApiError> + 'a;
 
@@ -139,6 +160,22 @@ pub fn index_rows(
                 }
             }
             continue;
+        }
+        if let IndexValue::Reference {
+            identifier: Some((system, value)),
+            ..
+        } = &e.value
+        {
+            // A logical reference's identifier identifies, like any identifier.
+            for input in token_hash_inputs(&identifier_param(e.param), system.as_deref(), value) {
+                let row = IndexRow::StringHash {
+                    param: e.param.to_owned(),
+                    hash: hash(&input)?,
+                };
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
         }
         if is_identifying(def) {
             if let (
@@ -426,20 +463,24 @@ fn criterion_condition(
             table,
             missing: matches!(c.values.first(), Some(SearchValue::Missing(true))),
         },
+        (Some(Modifier::Identifier), ParamType::Reference) => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                let SearchValue::Token { system, code } = v else {
+                    continue;
+                };
+                let input = searched_token_input(&identifier_param(&param), system, code, &param)?;
+                any_of.push(hash(&input)?);
+            }
+            Condition::StringHash { param, any_of }
+        }
         (None | Some(Modifier::Not), ParamType::Token) if hashed => {
             let mut any_of = Vec::new();
             for v in &c.values {
                 let SearchValue::Token { system, code } = v else {
                     continue;
                 };
-                let input = match (system.as_deref(), code.as_deref()) {
-                    (None, Some(code)) => token_hash_input(&param, "*", code),
-                    (Some(system), Some(code)) => token_hash_input(&param, system, code),
-                    (Some(system), None) if !system.is_empty() => {
-                        token_hash_input(&param, system, "*")
-                    }
-                    _ => return Err(ApiError::invalid(format!("{param} needs a value"))),
-                };
+                let input = searched_token_input(&param, system, code, &param)?;
                 any_of.push(hash(&input)?);
             }
             let matches = Condition::StringHash { param, any_of };

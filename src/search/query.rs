@@ -308,7 +308,10 @@ fn parse_value(
         ParamType::Token if matches!(modifier, Some(Modifier::In | Modifier::NotIn)) => {
             SearchValue::Text(unescape(raw))
         }
-        ParamType::Token if modifier != Some(&Modifier::Text) => {
+        ParamType::Token | ParamType::Reference
+            if modifier != Some(&Modifier::Text)
+                && (kind == ParamType::Token || modifier == Some(&Modifier::Identifier)) =>
+        {
             let parts = split_escaped(raw, '|');
             match parts.as_slice() {
                 [code] => SearchValue::Token {
