@@ -65,7 +65,16 @@ const MIGRATION_LOCK: i64 = 0x4845_4152_5448; // "HEARTH"
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
+    /// Writes since the planner's statistics were last refreshed.
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many writes pass between refreshes of the planner's statistics.
+const ANALYZE_EVERY: u64 = 5_000;
+
+/// The tables whose statistics search plans depend on (docs/adr/0006).
+const ANALYZED_TABLES: &str = "resources, idx_token, idx_reference, idx_date, idx_string_hash, \
+     idx_number, idx_quantity, idx_uri, idx_sort, idx_compartment";
 
 impl PgStore {
     /// Builds the pool; connections are opened lazily. `url` is a `postgres://` URL
@@ -83,7 +92,39 @@ impl PgStore {
             .max_size(max_connections)
             .build()
             .map_err(|e| UrlError(format!("connection pool: {e}")))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            writes: std::sync::Arc::default(),
+        })
+    }
+
+    /// Refreshes the planner's statistics of the search tables, in the
+    /// background: autovacuum may be off, or not yet caught up after a bulk
+    /// load, and without statistics PostgreSQL may scan a whole type's index
+    /// rows to find a handful.
+    fn analyze_soon(&self) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let mut c = store.conn().await?;
+                c.batch_execute(&format!("ANALYZE {ANALYZED_TABLES}"))
+                    .await
+                    .map_err(StoreError::from)
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "refreshing the planner's statistics failed");
+            }
+        });
+    }
+
+    /// Counts a write; every [`ANALYZE_EVERY`] writes, refreshes statistics.
+    fn count_write(&self) {
+        use std::sync::atomic::Ordering;
+        if self.writes.fetch_add(1, Ordering::Relaxed) + 1 >= ANALYZE_EVERY {
+            self.writes.store(0, Ordering::Relaxed);
+            self.analyze_soon();
+        }
     }
 
     async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
@@ -236,7 +277,10 @@ async fn driver(c: &mut AsyncPgConnection, tenant: &str, q: &SearchQuery) -> Sto
 impl hearth_store::Store for PgStore {
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         let mut c = self.conn().await?;
-        migrate(&mut c).await
+        let ran = migrate(&mut c).await?;
+        // Statistics for what is there already (an upgrade, a restored dump).
+        self.analyze_soon();
+        Ok(ran)
     }
 
     async fn read_current(
@@ -285,8 +329,13 @@ impl hearth_store::Store for PgStore {
     ) -> StoreResult<WriteOutcome> {
         let mut c = self.conn().await?;
         let c: &mut AsyncPgConnection = &mut c;
-        c.transaction::<_, StoreError, _>(async |c| write_tx(c, tenant, intent, seal).await)
-            .await
+        let outcome = c
+            .transaction::<_, StoreError, _>(async |c| write_tx(c, tenant, intent, seal).await)
+            .await;
+        if outcome.is_ok() {
+            self.count_write();
+        }
+        outcome
     }
 
     async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {
@@ -448,7 +497,11 @@ impl hearth_store::Store for PgStore {
                 .await?;
             Ok(())
         })
-        .await
+        .await?;
+        if finished {
+            self.analyze_soon();
+        }
+        Ok(())
     }
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
