@@ -446,16 +446,45 @@ struct Member {
     negated: bool,
 }
 
+/// What ends a per-row probe so that the planner keeps it one: PostgreSQL
+/// would otherwise hash the probe's whole set (`OFFSET 0` is its documented
+/// fence); SQLite probes per row anyway and has no OFFSET without LIMIT.
+fn probe_fence(style: Placeholders) -> &'static str {
+    match style {
+        Placeholders::Numbered => " OFFSET 0",
+        Placeholders::Question => "",
+    }
+}
+
 impl Member {
-    fn render(&self, form: Form, scope: &Scope) -> String {
+    fn render(&self, form: Form, scope: &Scope, style: Placeholders) -> String {
         let (ty, id, core, r, rid) = (&self.ty, &self.id, &self.core, &scope.r, scope.id);
         let e = match form {
             Form::In => format!(
                 "({r}.res_type, {r}.{rid}) IN (SELECT {ty}, {id} {core} AND {ty} {types})",
                 types = scope.types
             ),
+            // `IS TRUE` and the fence keep the probe a per-row test:
+            // PostgreSQL would otherwise turn a top-level EXISTS into a
+            // semi-join, or a hashed subplan, over the whole set, which is
+            // what the choice of a driver avoids.
             Form::Exists => {
-                format!("EXISTS (SELECT 1 {core} AND {ty} = {r}.res_type AND {id} = {r}.{rid})")
+                let test = if self.negated {
+                    "IS NOT TRUE"
+                } else {
+                    "IS TRUE"
+                };
+                // A single type as a bound value, not a correlation: either
+                // way of evaluating the probe can then use an index on it.
+                let same_type = if scope.types.starts_with("= ") {
+                    format!("{ty} {}", scope.types)
+                } else {
+                    format!("{ty} = {r}.res_type")
+                };
+                return format!(
+                    "(EXISTS (SELECT 1 {core} AND {same_type} AND {id} = {r}.{rid}{fence})) {test}",
+                    fence = probe_fence(style)
+                );
             }
         };
         if self.negated { format!("NOT {e}") } else { e }
@@ -712,7 +741,7 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize, form: Form) -> Option<
 /// aliases of nested chains and `_has` apart.
 fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form) -> String {
     if let Some(m) = membership(sql, c, depth, form) {
-        return m.render(form, scope);
+        return m.render(form, scope, sql.style);
     }
     let (r, rid) = (scope.r.as_str(), scope.id);
     match c {
