@@ -360,6 +360,7 @@ impl Service {
             let cursor = Cursor {
                 keys: vec![v.version.res_type.as_bytes().to_vec()],
                 id: v.version.id.clone(),
+                backward: false,
             };
             out.push((self.open(tenant, v.version).await?, cursor));
         }

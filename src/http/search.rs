@@ -286,6 +286,7 @@ async fn run_system(
         let after = (t == after_type).then(|| Cursor {
             keys: Vec::new(),
             id: after_id.clone(),
+            backward: false,
         });
         let room = count as usize - found.len();
         let mut q = plan::store_query(
@@ -302,10 +303,12 @@ async fn run_system(
                 || Cursor {
                     keys: vec![t.as_bytes().to_vec()],
                     id: after_id.clone(),
+                    backward: false,
                 },
                 |(r, _)| Cursor {
                     keys: vec![t.as_bytes().to_vec()],
                     id: r.id.clone(),
+                    backward: false,
                 },
             );
             next = Some(last.encode());
@@ -317,6 +320,7 @@ async fn run_system(
                 Cursor {
                     keys: vec![r.res_type.as_bytes().to_vec()],
                     id: r.id.clone(),
+                    backward: false,
                 }
                 .encode()
             });
@@ -408,11 +412,37 @@ async fn run(
     } else {
         state.service.search(DEFAULT_TENANT, &q).await?
     };
-    let next = if hits.len() > count as usize {
-        hits.truncate(count as usize);
-        hits.last().map(|(_, cursor)| cursor.encode())
+    // One more row than shown says whether there is more in the direction read.
+    let more = hits.len() > count as usize;
+    hits.truncate(count as usize);
+    let backward = q.after.as_ref().is_some_and(|c| c.backward);
+    if backward {
+        hits.reverse();
+    }
+    let forward_from = |c: &Cursor| Cursor {
+        backward: false,
+        ..c.clone()
+    };
+    let backward_from = |c: &Cursor| Cursor {
+        backward: true,
+        ..c.clone()
+    };
+    let (next, previous) = if backward {
+        (
+            hits.last().map(|(_, c)| forward_from(c).encode()),
+            hits.first()
+                .filter(|_| more)
+                .map(|(_, c)| backward_from(c).encode()),
+        )
     } else {
-        None
+        (
+            hits.last()
+                .filter(|_| more)
+                .map(|(_, c)| forward_from(c).encode()),
+            hits.first()
+                .filter(|_| q.after.is_some())
+                .map(|(_, c)| backward_from(c).encode()),
+        )
     };
     let mut found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();
     let included = if only_count {
@@ -438,6 +468,9 @@ async fn run(
     let mut links = vec![("self", link(page.as_deref()))];
     if let Some(n) = &next {
         links.push(("next", link(Some(n))));
+    }
+    if let Some(p) = &previous {
+        links.push(("previous", link(Some(p))));
     }
     Ok(send(
         HttpResponse::build(StatusCode::OK),
@@ -631,6 +664,7 @@ pub async fn everything(
         let start = Cursor {
             keys: vec![Vec::new()],
             id: String::new(),
+            backward: false,
         };
         Some(hits.last().map_or(start, |(_, c)| c.clone()).encode())
     } else {

@@ -7,6 +7,9 @@
 //! either `status` (the code expected) or `match` (the `Type/id` of every
 //! match, in order, across pages) and optionally `include` (the included
 //! resources, in any order). `count` sets `_count` to page through small pages.
+//! Every result list of a type or compartment search is read forward by `next`
+//! links and again backward by `previous` links from its last page; both must
+//! agree (`$everything` and searches across types have `next` links only).
 
 use std::path::PathBuf;
 
@@ -54,6 +57,18 @@ async fn read_all(app: &TestApp, search: &str) -> Result<(Vec<String>, Vec<Strin
         let Some(next) = next else {
             includes.sort();
             includes.dedup();
+            // `$everything` and searches across types have `next` links only.
+            let paged_both_ways = !search.contains('$') && !search.starts_with('?');
+            let back = if paged_both_ways {
+                read_back(app, page).await?
+            } else {
+                matches.clone()
+            };
+            if back != matches {
+                return Err(format!(
+                    "previous links give {back:?}, next links {matches:?}"
+                ));
+            }
             return Ok((matches, includes));
         };
         let res = app.client.get(&next).send().await.unwrap();
@@ -64,6 +79,50 @@ async fn read_all(app: &TestApp, search: &str) -> Result<(Vec<String>, Vec<Strin
         page = p;
     }
     Err("more than 1000 pages".into())
+}
+
+/// The matches of `last` and of every page before it by `previous` links, in
+/// result order.
+async fn read_back(app: &TestApp, last: Value) -> Result<Vec<String>, String> {
+    let matches_of = |page: &Value| -> Vec<String> {
+        page["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] != "include")
+            .map(|e| {
+                let r = &e["resource"];
+                format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap_or_default(),
+                    r["id"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let mut pages = vec![matches_of(&last)];
+    let mut page = last;
+    for _ in 0..1000 {
+        let previous = page["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "previous")
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_owned);
+        let Some(previous) = previous else {
+            pages.reverse();
+            return Ok(pages.concat());
+        };
+        let res = app.client.get(&previous).send().await.unwrap();
+        let (status, p) = json(res).await;
+        if status != 200 {
+            return Err(format!("previous page status {status}: {p}"));
+        }
+        pages.push(matches_of(&p));
+        page = p;
+    }
+    Err("more than 1000 pages back".into())
 }
 
 fn strings(v: &Value) -> Vec<String> {

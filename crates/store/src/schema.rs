@@ -639,6 +639,7 @@ impl From<SearchRow> for crate::search::SearchHit {
         let cursor = crate::search::Cursor {
             keys,
             id: r.version.id.clone(),
+            backward: false,
         };
         crate::search::SearchHit {
             version: r.version.into(),

@@ -183,32 +183,49 @@ pub struct SearchHit {
 
 /// A position in a result list: the sort keys of the last row shown (as stored,
 /// see [`sort_keys`]) and its id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub keys: Vec<Vec<u8>>,
     pub id: String,
+    /// A `previous` position: the results before it, nearest first.
+    pub backward: bool,
 }
 
 impl Cursor {
     /// The text form used in `_page` links: the id alone when unsorted, else
     /// `k` and the keys in hex, dot-separated, then `~` and the id.
+    /// A leading `-` marks a position read backward (`previous` links).
     pub fn encode(&self) -> String {
+        let dir = if self.backward { "-" } else { "" };
         if self.keys.is_empty() {
-            return self.id.clone();
+            return format!("{dir}{}", self.id);
         }
         let keys: Vec<String> = self
             .keys
             .iter()
             .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
             .collect();
-        format!("k{}~{}", keys.join("."), self.id)
+        format!("{dir}k{}~{}", keys.join("."), self.id)
+    }
+
+    /// The same position, read in the other direction.
+    pub fn reversed(&self) -> Cursor {
+        Cursor {
+            backward: !self.backward,
+            ..self.clone()
+        }
     }
 
     pub fn decode(s: &str) -> Option<Cursor> {
+        let (backward, s) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
         let Some((keys, id)) = s.rsplit_once('~') else {
             return Some(Cursor {
                 keys: Vec::new(),
                 id: s.to_owned(),
+                backward,
             });
         };
         let keys = keys
@@ -227,6 +244,7 @@ impl Cursor {
         Some(Cursor {
             keys,
             id: id.to_owned(),
+            backward,
         })
     }
 }
@@ -948,11 +966,15 @@ fn build(
             }
         }
     }
+    // Read backward (a `previous` page), every direction flips; the caller
+    // puts the rows back in result order.
+    let back = q.after.as_ref().is_some_and(|c| c.backward);
     if let Some(after) = &q.after {
         // (k1, k2, …, id) after the cursor, each key in its own direction.
-        let mut acc = format!("{id_col} > {}", sql.text(&after.id));
+        let id_op = if back { "<" } else { ">" };
+        let mut acc = format!("{id_col} {id_op} {}", sql.text(&after.id));
         for ((k, by), v) in keys.iter().zip(sort).zip(&after.keys).rev() {
-            let op = if by.descending { "<" } else { ">" };
+            let op = if by.descending != back { "<" } else { ">" };
             let (v1, v2) = (
                 sql.bind(Bind::Bytes(v.clone())),
                 sql.bind(Bind::Bytes(v.clone())),
@@ -962,7 +984,7 @@ fn build(
         clauses.push(acc);
         // The same bound on the first key alone, so an index range can start there.
         if let (Some(k), Some(by), Some(v)) = (keys.first(), sort.first(), after.keys.first()) {
-            let op = if by.descending { "<=" } else { ">=" };
+            let op = if by.descending != back { "<=" } else { ">=" };
             let v = sql.bind(Bind::Bytes(v.clone()));
             clauses.push(format!("{k} {op} {v}"));
         }
@@ -977,7 +999,7 @@ fn build(
         match (keys.get(j), sort.get(j)) {
             (Some(k), Some(by)) => {
                 select.push(format!("{k} AS sort{}", j + 1));
-                order.push(if by.descending {
+                order.push(if by.descending != back {
                     format!("{k} DESC")
                 } else {
                     k.clone()
@@ -986,7 +1008,11 @@ fn build(
             _ => select.push(format!("CAST(NULL AS {blob}) AS sort{}", j + 1)),
         }
     }
-    order.push(id_col.to_owned());
+    order.push(if back {
+        format!("{id_col} DESC")
+    } else {
+        id_col.to_owned()
+    });
     let limit = sql.int(i64::from(q.limit));
     sql.text = format!(
         "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, {} \
@@ -1010,10 +1036,14 @@ pub fn search_sql(
     // the sort keys of the whole type would be the slow way to find them.
     let by_id = q.conditions.iter().any(|c| matches!(c, Condition::Id(_)));
     if driver == Driver::Walk && !q.sort.is_empty() && !by_id {
-        vec![
-            build(tenant, q, style, driver, Some(Phase::Keyed)),
-            build(tenant, q, style, driver, Some(Phase::Unkeyed)),
-        ]
+        let keyed = build(tenant, q, style, driver, Some(Phase::Keyed));
+        let unkeyed = build(tenant, q, style, driver, Some(Phase::Unkeyed));
+        // Backward, the resources without a key (last in result order) come first.
+        if q.after.as_ref().is_some_and(|c| c.backward) {
+            vec![unkeyed, keyed]
+        } else {
+            vec![keyed, unkeyed]
+        }
     } else {
         vec![build(tenant, q, style, driver, Some(Phase::All))]
     }
@@ -1147,6 +1177,7 @@ mod tests {
             after: Some(Cursor {
                 keys: vec![int_key(7)],
                 id: "abc'--".into(),
+                backward: false,
             }),
             limit: 21,
             drive_below: 4096,
@@ -1185,10 +1216,12 @@ mod tests {
             Cursor {
                 keys: vec![],
                 id: "a-1".into(),
+                backward: false,
             },
             Cursor {
                 keys: vec![int_key(-3), vec![], vec![0xFF]],
                 id: "x.y".into(),
+                backward: false,
             },
         ] {
             assert_eq!(Cursor::decode(&c.encode()), Some(c));
