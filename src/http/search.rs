@@ -149,6 +149,82 @@ async fn resolve_lists(
     Ok(())
 }
 
+/// Whether a found resource passes the exact checks the index could not make.
+fn passes(r: &ResourceVersion, checks: &[plan::Recheck]) -> Result<bool, ApiError> {
+    if checks.is_empty() {
+        return Ok(true);
+    }
+    let json = crate::json::parse(&r.body)
+        .map_err(|_| ApiError::internal(format!("a stored {} is not JSON", r.res_type)))?;
+    let entries = crate::search::extract::extract(&json);
+    Ok(checks.iter().all(|c| c.holds(&entries)))
+}
+
+/// A page of a search whose index conditions are only a first cut (birth
+/// dates by year): candidates are checked exactly, and further batches read
+/// until the page is full or the store has no more.
+async fn search_checked(
+    state: &AppState,
+    q: &hearth_store::search::SearchQuery,
+    checks: &[plan::Recheck],
+) -> Result<Vec<(ResourceVersion, Cursor)>, ApiError> {
+    if checks.is_empty() {
+        return state.service.search(DEFAULT_TENANT, q).await;
+    }
+    let want = q.limit as usize;
+    let backward = q.after.as_ref().is_some_and(|c| c.backward);
+    let mut q = q.clone();
+    let mut kept = Vec::new();
+    loop {
+        let batch = state.service.search(DEFAULT_TENANT, &q).await?;
+        let full = batch.len() == q.limit as usize;
+        let last = batch.last().map(|(_, c)| Cursor {
+            backward,
+            ..c.clone()
+        });
+        for (r, c) in batch {
+            if passes(&r, checks)? {
+                kept.push((r, c));
+            }
+        }
+        if kept.len() >= want || !full {
+            kept.truncate(want);
+            return Ok(kept);
+        }
+        q.after = last;
+    }
+}
+
+/// The number of matches, counted exactly when candidates need checking.
+async fn count_checked(
+    state: &AppState,
+    q: &hearth_store::search::SearchQuery,
+    checks: &[plan::Recheck],
+) -> Result<u64, ApiError> {
+    if checks.is_empty() {
+        return state.service.count(DEFAULT_TENANT, q).await;
+    }
+    let mut q = q.clone();
+    q.sort = Vec::new();
+    q.after = None;
+    q.limit = state.max_page_size;
+    let mut n = 0u64;
+    loop {
+        let batch = state.service.search(DEFAULT_TENANT, &q).await?;
+        let full = batch.len() == q.limit as usize;
+        let last = batch.last().map(|(_, c)| c.clone());
+        for (r, _) in &batch {
+            if passes(r, checks)? {
+                n += 1;
+            }
+        }
+        if !full {
+            return Ok(n);
+        }
+        q.after = last;
+    }
+}
+
 /// A resource type named in `_type` (400, not 404, when it is not one).
 fn type_parameter(t: &str) -> Result<String, ApiError> {
     resource_type(t)
@@ -278,7 +354,7 @@ async fn run_system(
         let t = parsed.resource_type.as_str();
         if let Some(n) = total.as_mut() {
             let q = plan::store_query(parsed, None, 1, &hasher)?;
-            *n += state.service.count(DEFAULT_TENANT, &q).await?;
+            *n += count_checked(state, &q, &plan::rechecks(parsed)?).await?;
         }
         if only_count || next.is_some() || t < after_type.as_str() {
             continue;
@@ -296,7 +372,7 @@ async fn run_system(
             &hasher,
         )?;
         q.drive_below = state.search_drive_below;
-        let mut hits = state.service.search(DEFAULT_TENANT, &q).await?;
+        let mut hits = search_checked(state, &q, &plan::rechecks(parsed)?).await?;
         if hits.len() > room {
             hits.truncate(room);
             let last = hits.last().map_or_else(
@@ -401,16 +477,17 @@ async fn run(
     }
     q.conditions.extend(within);
     q.drive_below = state.search_drive_below;
+    let checks = plan::rechecks(&parsed)?;
     let only_count = parsed.summary == Some(Summary::Count);
     let total = if only_count || parsed.total != Total::None {
-        Some(state.service.count(DEFAULT_TENANT, &q).await?)
+        Some(count_checked(state, &q, &checks).await?)
     } else {
         None
     };
     let mut hits = if only_count {
         Vec::new()
     } else {
-        state.service.search(DEFAULT_TENANT, &q).await?
+        search_checked(state, &q, &checks).await?
     };
     // One more row than shown says whether there is more in the direction read.
     let more = hits.len() > count as usize;

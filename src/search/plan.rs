@@ -40,7 +40,9 @@ pub fn is_searchable(p: &SearchParam) -> bool {
         | ParamType::Number
         | ParamType::Quantity
         | ParamType::Uri => true,
-        ParamType::Reference | ParamType::Date => !is_identifying(p),
+        // Identifying dates are indexed by year and checked exactly afterwards.
+        ParamType::Date => true,
+        ParamType::Reference => !is_identifying(p),
         _ => false,
     };
     p.code == "_id" || p.code == "_lastUpdated" || (matches!(p.expression, Some(Ok(_))) && indexed)
@@ -195,6 +197,17 @@ pub fn index_rows(
                     if !rows.contains(&row) {
                         rows.push(row);
                     }
+                }
+            }
+            // A birth or death date: only the years it spans are stored.
+            if let IndexValue::Date { low, high } = &e.value {
+                let row = IndexRow::Date {
+                    param: e.param.to_owned(),
+                    low: year_floor(*low),
+                    high: year_ceil(*high),
+                };
+                if !rows.contains(&row) {
+                    rows.push(row);
                 }
             }
             continue;
@@ -373,6 +386,94 @@ fn number_test(prefix: Prefix, text: &str) -> Option<NumberTest> {
     })
 }
 
+/// The start of the (UTC) year holding `micros`; open ends stay open.
+fn year_floor(micros: i64) -> i64 {
+    if micros == i64::MIN || micros == i64::MAX {
+        return micros;
+    }
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000) else {
+        return i64::MIN;
+    };
+    year_start(t.year()).unwrap_or(i64::MIN)
+}
+
+/// The end (exclusive) of the year holding the last instant before `micros`.
+fn year_ceil(micros: i64) -> i64 {
+    if micros == i64::MIN || micros == i64::MAX {
+        return micros;
+    }
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros - 1) * 1000)
+    else {
+        return i64::MAX;
+    };
+    year_start(t.year() + 1).unwrap_or(i64::MAX)
+}
+
+fn year_start(year: i32) -> Option<i64> {
+    let d = time::Date::from_calendar_date(year, time::Month::January, 1).ok()?;
+    let t = time::PrimitiveDateTime::new(d, time::Time::MIDNIGHT).assume_utc();
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+/// A condition the index can only narrow down: checked again on each
+/// candidate's decrypted body (identifying dates, indexed by year).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recheck {
+    pub param: String,
+    /// Any of these must hold for one of the resource's exact values.
+    pub any_of: Vec<(DateOp, i64, i64)>,
+}
+
+impl Recheck {
+    /// Whether the exact values of a resource (its extracted index entries)
+    /// meet the condition.
+    pub fn holds(&self, entries: &[IndexEntry]) -> bool {
+        entries.iter().any(|e| {
+            e.param == self.param
+                && matches!(e.value, IndexValue::Date { low, high }
+                    if self.any_of.iter().any(|(op, from, to)| op.holds(low, high, *from, *to)))
+        })
+    }
+}
+
+/// The exact checks a request needs after the store's answer: one per
+/// identifying-date criterion (top level only; elsewhere they answer 501).
+pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
+    let registry = r4();
+    let identifying_date = |c: &Criterion| {
+        c.kind == ParamType::Date
+            && c.modifier.is_none()
+            && registry
+                .get(&c.resource_type, &c.param)
+                .is_some_and(is_identifying)
+    };
+    fn nested(f: &Filter, found: &dyn Fn(&Criterion) -> bool) -> bool {
+        match f {
+            Filter::Criterion(c) => found(c),
+            Filter::Has(h) => nested(&h.inner, found),
+        }
+    }
+    let mut out = Vec::new();
+    for f in &req.filters {
+        match f {
+            Filter::Criterion(c) if c.chain.is_empty() && identifying_date(c) => {
+                out.push(Recheck {
+                    param: c.param.clone(),
+                    any_of: dates(&c.values),
+                });
+            }
+            Filter::Criterion(c) if c.chain.is_empty() => {}
+            f if nested(f, &identifying_date) => {
+                return Err(not_yet(
+                    "birth and death dates in chains and _has".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 fn dates(values: &[SearchValue]) -> Vec<(DateOp, i64, i64)> {
     values
         .iter()
@@ -447,7 +548,8 @@ fn criterion_condition(
     if !is_searchable(def) {
         return Err(not_yet(format!("search parameter {param}")));
     }
-    let hashed = c.kind == ParamType::String || is_identifying(def);
+    // Identifying dates are kept by year in the date table, not hashed.
+    let hashed = c.kind == ParamType::String || (is_identifying(def) && c.kind != ParamType::Date);
     let table = match c.kind {
         _ if hashed => IndexTable::StringHash,
         ParamType::Token => IndexTable::Token,
@@ -551,6 +653,15 @@ fn criterion_condition(
                 }
             }
         }
+        // Identifying dates are stored by year: ask what the years can answer
+        // (`rechecks` has the exact test).
+        (None, ParamType::Date) if is_identifying(def) => Condition::Date {
+            param,
+            any_of: dates(&c.values)
+                .into_iter()
+                .map(|(op, from, to)| op.widened(from, to))
+                .collect(),
+        },
         (None, ParamType::Date) => Condition::Date {
             param,
             any_of: dates(&c.values),
@@ -655,10 +766,12 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
                 let def = r4()
                     .get(&req.resource_type, code)
                     .ok_or_else(|| ApiError::invalid(format!("unknown sort parameter {code}")))?;
+                // Identifying dates are indexed by year only: no exact order.
                 let sortable = matches!(
                     def.kind,
                     ParamType::Date | ParamType::Number | ParamType::Quantity
-                ) && is_searchable(def);
+                ) && is_searchable(def)
+                    && !is_identifying(def);
                 if !sortable {
                     return Err(not_yet(format!("_sort on {code}")));
                 }
@@ -682,6 +795,8 @@ pub fn store_query(
     limit: u32,
     hash: &Hasher<'_>,
 ) -> Result<SearchQuery, ApiError> {
+    // Identifying dates only at the top level, where they can be checked again.
+    rechecks(req)?;
     let mut conditions = Vec::new();
     for f in &req.filters {
         conditions.push(filter_condition(f, hash, &req.value_sets)?);

@@ -162,7 +162,7 @@ async fn errors_are_operation_outcomes() {
             app.client.patch(app.url("Patient/x")).send().await.unwrap(),
             405,
         ),
-        (app.get("Patient?birthdate=1970").await, 501),
+        (app.get("Patient?name:contains=smi").await, 501),
         (
             app.post(
                 "Patient",
@@ -262,10 +262,21 @@ async fn capability_statement_is_honest() {
         "family",
         "identifier",
         "telecom",
+        "birthdate",
+        "death-date",
     ] {
         assert!(params.contains(&p), "{p} missing from {params:?}");
     }
-    for p in ["birthdate", "death-date"] {
-        assert!(!params.contains(&p), "{p} is listed but not searchable yet");
-    }
+    // Composite parameters are not searchable yet, so not listed.
+    let obs = resources
+        .iter()
+        .find(|r| r["type"] == "Observation")
+        .unwrap();
+    let obs_params: Vec<&str> = obs["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(obs_params.contains(&"code") && !obs_params.contains(&"code-value-quantity"));
 }

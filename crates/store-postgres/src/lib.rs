@@ -57,6 +57,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_covering_indexes",
         sql: include_str!("../../../schema/postgres/0007_covering_indexes.sql"),
     },
+    Migration {
+        name: "0008_birth_years",
+        sql: include_str!("../../../schema/postgres/0008_birth_years.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).

@@ -55,6 +55,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_covering_indexes",
         sql: include_str!("../../../schema/sqlite/0007_covering_indexes.sql"),
     },
+    Migration {
+        name: "0008_birth_years",
+        sql: include_str!("../../../schema/sqlite/0008_birth_years.sql"),
+    },
 ];
 
 const MAX_READERS: usize = 8;

@@ -28,6 +28,37 @@ pub enum DateOp {
     Overlaps,
 }
 
+impl DateOp {
+    /// Whether an indexed range `[low, high)` meets this comparison with the
+    /// searched range `[from, to)` (the SQL of [`Condition::Date`], in Rust).
+    pub fn holds(self, low: Micros, high: Micros, from: Micros, to: Micros) -> bool {
+        match self {
+            DateOp::Within => low >= from && high <= to,
+            DateOp::NotWithin => !(low >= from && high <= to),
+            DateOp::EndsAfter => high > to,
+            DateOp::StartsBefore => low < from,
+            DateOp::EndsAfterStart => high > from,
+            DateOp::StartsBeforeEnd => low < to,
+            DateOp::StartsAfter => low >= to,
+            DateOp::EndsBefore => high <= from,
+            DateOp::Overlaps => low < to && high > from,
+        }
+    }
+
+    /// The comparison that a wider range `[low', high') ⊇ [low, high)` meets
+    /// whenever the exact range meets this one: what an index of coarsened
+    /// values (birth years) can be asked, before the exact value is checked.
+    pub fn widened(self, from: Micros, to: Micros) -> (DateOp, Micros, Micros) {
+        match self {
+            DateOp::Within | DateOp::Overlaps => (DateOp::Overlaps, from, to),
+            DateOp::NotWithin => (DateOp::Overlaps, Micros::MIN, Micros::MAX),
+            DateOp::StartsAfter => (DateOp::EndsAfter, from, to),
+            DateOp::EndsBefore => (DateOp::StartsBefore, from, to),
+            op => (op, from, to),
+        }
+    }
+}
+
 /// How a number or quantity condition compares the indexed value with the
 /// searched one (R4 3.1.1.4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1192,6 +1223,38 @@ mod tests {
         let statements = search_sql("default", &q, Placeholders::Question, Driver::Condition(1));
         assert_eq!(statements.len(), 1);
         assert!(!statements[0].0.contains('$'));
+    }
+
+    #[test]
+    fn widened_comparisons_never_lose_a_match() {
+        let ops = [
+            DateOp::Within,
+            DateOp::NotWithin,
+            DateOp::EndsAfter,
+            DateOp::StartsBefore,
+            DateOp::EndsAfterStart,
+            DateOp::StartsBeforeEnd,
+            DateOp::StartsAfter,
+            DateOp::EndsBefore,
+            DateOp::Overlaps,
+        ];
+        // Exact ranges inside coarse "years" of 100, searched ranges anywhere.
+        for op in ops {
+            for low in (0..400).step_by(7) {
+                for len in [1, 13, 60] {
+                    let high = low + len;
+                    let (wl, wh) = (low / 100 * 100, (high - 1) / 100 * 100 + 100);
+                    for from in (0..400).step_by(11) {
+                        for to in [from + 1, from + 30, from + 150] {
+                            if op.holds(low, high, from, to) {
+                                let (w, f, t) = op.widened(from, to);
+                                assert!(w.holds(wl, wh, f, t), "{op:?} {low}-{high} {from}-{to}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,6 @@
+-- Birth and death dates are now indexed by the years they span (ADR 0005); the
+-- resources stored before get theirs from a reindex job.
+
+INSERT INTO reindex_jobs (tenant, name, reason, done, after_type, after_id, processed, created_at, updated_at)
+SELECT id, '0008_birth_years', 'birth and death dates indexed by year', 0, '', '', 0, CAST(strftime('%s', 'now') AS INTEGER) * 1000000, CAST(strftime('%s', 'now') AS INTEGER) * 1000000
+FROM tenants;
