@@ -56,6 +56,28 @@ pub fn prefix_hash_input(param: &str, normalized_prefix: &str) -> Vec<u8> {
     format!("p\0{param}\0{normalized_prefix}").into_bytes()
 }
 
+/// What is hashed for each three-character window of a normalised string,
+/// for `:contains` (the candidates are checked exactly afterwards).
+pub fn trigram_hash_input(param: &str, trigram: &str) -> Vec<u8> {
+    format!("g\0{param}\0{trigram}").into_bytes()
+}
+
+/// The distinct three-character windows of a normalised string.
+fn trigrams(normalized: &str) -> Vec<String> {
+    let chars: Vec<char> = normalized.chars().collect();
+    let mut out: Vec<String> = Vec::new();
+    for w in chars.windows(3) {
+        let t: String = w.iter().collect();
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The shortest `:contains` value: shorter ones have no trigram to look up.
+pub const MIN_CONTAINS: usize = 3;
+
 /// What is hashed for `:exact`.
 pub fn exact_hash_input(param: &str, exact: &str) -> Vec<u8> {
     format!("e\0{param}\0{exact}").into_bytes()
@@ -65,6 +87,9 @@ pub fn exact_hash_input(param: &str, exact: &str) -> Vec<u8> {
 /// normalised value and of each of its words, and the exact text.
 fn string_hash_inputs(param: &str, normalized: &str, exact: &str) -> Vec<Vec<u8>> {
     let mut out = vec![exact_hash_input(param, exact)];
+    for t in trigrams(normalized) {
+        out.push(trigram_hash_input(param, &t));
+    }
     let mut starts = vec![0];
     starts.extend(
         normalized
@@ -416,23 +441,36 @@ fn year_start(year: i32) -> Option<i64> {
 }
 
 /// A condition the index can only narrow down: checked again on each
-/// candidate's decrypted body (identifying dates, indexed by year).
+/// candidate's decrypted body.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Recheck {
-    pub param: String,
-    /// Any of these must hold for one of the resource's exact values.
-    pub any_of: Vec<(DateOp, i64, i64)>,
+pub enum Recheck {
+    /// Identifying dates, indexed by year: any of these must hold for one of
+    /// the resource's exact values.
+    Date {
+        param: String,
+        any_of: Vec<(DateOp, i64, i64)>,
+    },
+    /// `:contains`, looked up by trigrams: one of the resource's normalised
+    /// values must contain one of these.
+    Contains { param: String, any_of: Vec<String> },
 }
 
 impl Recheck {
     /// Whether the exact values of a resource (its extracted index entries)
     /// meet the condition.
     pub fn holds(&self, entries: &[IndexEntry]) -> bool {
-        entries.iter().any(|e| {
-            e.param == self.param
-                && matches!(e.value, IndexValue::Date { low, high }
-                    if self.any_of.iter().any(|(op, from, to)| op.holds(low, high, *from, *to)))
-        })
+        match self {
+            Recheck::Date { param, any_of } => entries.iter().any(|e| {
+                e.param == param
+                    && matches!(e.value, IndexValue::Date { low, high }
+                        if any_of.iter().any(|(op, from, to)| op.holds(low, high, *from, *to)))
+            }),
+            Recheck::Contains { param, any_of } => entries.iter().any(|e| {
+                e.param == param
+                    && matches!(&e.value, IndexValue::String { normalized, .. }
+                        if any_of.iter().any(|n| normalized.contains(n.as_str())))
+            }),
+        }
     }
 }
 
@@ -447,6 +485,8 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
                 .get(&c.resource_type, &c.param)
                 .is_some_and(is_identifying)
     };
+    let contains = |c: &Criterion| c.modifier == Some(Modifier::Contains);
+    let checked = |c: &Criterion| identifying_date(c) || contains(c);
     fn nested(f: &Filter, found: &dyn Fn(&Criterion) -> bool) -> bool {
         match f {
             Filter::Criterion(c) => found(c),
@@ -457,15 +497,28 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
     for f in &req.filters {
         match f {
             Filter::Criterion(c) if c.chain.is_empty() && identifying_date(c) => {
-                out.push(Recheck {
+                out.push(Recheck::Date {
                     param: c.param.clone(),
                     any_of: dates(&c.values),
                 });
             }
+            Filter::Criterion(c) if c.chain.is_empty() && contains(c) => {
+                out.push(Recheck::Contains {
+                    param: c.param.clone(),
+                    any_of: c
+                        .values
+                        .iter()
+                        .filter_map(|v| match v {
+                            SearchValue::Text(t) => Some(normalize::string(t)),
+                            _ => None,
+                        })
+                        .collect(),
+                });
+            }
             Filter::Criterion(c) if c.chain.is_empty() => {}
-            f if nested(f, &identifying_date) => {
+            f if nested(f, &checked) => {
                 return Err(not_yet(
-                    "birth and death dates in chains and _has".to_owned(),
+                    "birth and death dates and :contains in chains and _has".to_owned(),
                 ));
             }
             _ => {}
@@ -737,6 +790,27 @@ fn criterion_condition(
             }
             Condition::StringHash { param, any_of }
         }
+        (Some(Modifier::Contains), ParamType::String) => {
+            let mut alternatives = Vec::new();
+            for v in &c.values {
+                let SearchValue::Text(text) = v else { continue };
+                let normalized = normalize::string(text);
+                if normalized.chars().count() < MIN_CONTAINS {
+                    return Err(ApiError::invalid(format!(
+                        "{param}:contains needs at least {MIN_CONTAINS} characters"
+                    )));
+                }
+                let mut all = Vec::new();
+                for t in trigrams(&normalized) {
+                    all.push(Condition::StringHash {
+                        param: param.clone(),
+                        any_of: vec![hash(&trigram_hash_input(&param, &t))?],
+                    });
+                }
+                alternatives.push(Condition::AllOf(all));
+            }
+            Condition::AnyOf(alternatives)
+        }
         (Some(m), _) => return Err(not_yet(format!("modifier {m:?} on {param}"))),
         _ => return Err(not_yet(format!("search parameter {param}"))),
     };
@@ -801,6 +875,18 @@ pub fn store_query(
     for f in &req.filters {
         conditions.push(filter_condition(f, hash, &req.value_sets)?);
     }
+    // A lone alternative, and the parts of an AND at the top, become conditions
+    // of their own, so the store can pick the most selective to drive.
+    let mut flat = Vec::new();
+    let mut stack: Vec<Condition> = conditions.into_iter().rev().collect();
+    while let Some(c) = stack.pop() {
+        match c {
+            Condition::AnyOf(mut one) if one.len() == 1 => stack.extend(one.pop()),
+            Condition::AllOf(all) => stack.extend(all.into_iter().rev()),
+            c => flat.push(c),
+        }
+    }
+    let mut conditions = flat;
     for ids in &req.list_members {
         conditions.push(Condition::Id(ids.clone()));
     }

@@ -162,7 +162,7 @@ async fn errors_are_operation_outcomes() {
             app.client.patch(app.url("Patient/x")).send().await.unwrap(),
             405,
         ),
-        (app.get("Patient?name:contains=smi").await, 501),
+        (app.get("Observation?code:text=heart").await, 501),
         (
             app.post(
                 "Patient",

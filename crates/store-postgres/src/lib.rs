@@ -61,6 +61,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_birth_years",
         sql: include_str!("../../../schema/postgres/0008_birth_years.sql"),
     },
+    Migration {
+        name: "0009_string_trigrams",
+        sql: include_str!("../../../schema/postgres/0009_string_trigrams.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).

@@ -59,6 +59,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_birth_years",
         sql: include_str!("../../../schema/sqlite/0008_birth_years.sql"),
     },
+    Migration {
+        name: "0009_string_trigrams",
+        sql: include_str!("../../../schema/sqlite/0009_string_trigrams.sql"),
+    },
 ];
 
 const MAX_READERS: usize = 8;

@@ -89,6 +89,8 @@ pub struct NumberTest {
 pub enum Condition {
     /// Any of these conditions (compartments: any of the linking parameters).
     AnyOf(Vec<Condition>),
+    /// All of these conditions (the trigrams of one `:contains` value).
+    AllOf(Vec<Condition>),
     /// Resources not meeting the condition (`:not`, `:not-in`), including those
     /// without any value for it.
     Not(Box<Condition>),
@@ -577,7 +579,7 @@ fn member(
 fn needs_row(c: &Condition) -> bool {
     match c {
         Condition::LastUpdated(_) => true,
-        Condition::AnyOf(all) => all.iter().any(needs_row),
+        Condition::AnyOf(all) | Condition::AllOf(all) => all.iter().any(needs_row),
         Condition::Not(inner) => needs_row(inner),
         _ => false,
     }
@@ -782,7 +784,12 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize, form: Form) -> Option<
             m.negated = !m.negated;
             m
         }
-        Condition::AnyOf(_) | Condition::Id(_) | Condition::LastUpdated(_) => return None,
+        Condition::AnyOf(_)
+        | Condition::AllOf(_)
+        | Condition::Id(_)
+        | Condition::LastUpdated(_) => {
+            return None;
+        }
     })
 }
 
@@ -795,6 +802,13 @@ fn clause(sql: &mut Sql, c: &Condition, scope: &Scope, depth: usize, form: Form)
     let (r, rid) = (scope.r.as_str(), scope.id);
     match c {
         Condition::Not(inner) => format!("NOT ({})", clause(sql, inner, scope, depth, form)),
+        Condition::AllOf(all) => {
+            let parts: Vec<String> = all
+                .iter()
+                .map(|a| clause(sql, a, scope, depth, form))
+                .collect();
+            format!("({})", parts.join(" AND "))
+        }
         Condition::AnyOf(alternatives) => {
             let parts: Vec<String> = alternatives
                 .iter()
