@@ -90,6 +90,18 @@ fn string_hash_inputs(param: &str, normalized: &str, exact: &str) -> Vec<Vec<u8>
     for t in trigrams(normalized) {
         out.push(trigram_hash_input(param, &t));
     }
+    out.extend(prefix_hash_inputs(param, normalized));
+    out
+}
+
+/// The name under which the display texts of token `param` are hashed (`:text`).
+fn text_param(param: &str) -> String {
+    format!("{param}:text")
+}
+
+/// Every prefix (up to the limit) of a normalised value and of each of its words.
+fn prefix_hash_inputs(param: &str, normalized: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
     let mut starts = vec![0];
     starts.extend(
         normalized
@@ -187,6 +199,21 @@ pub fn index_rows(
                 }
             }
             continue;
+        }
+        if let IndexValue::Token {
+            text: Some(text), ..
+        } = &e.value
+        {
+            // Display texts may be free text: keyed word-prefix hashes only.
+            for input in prefix_hash_inputs(&text_param(e.param), text) {
+                let row = IndexRow::StringHash {
+                    param: e.param.to_owned(),
+                    hash: hash(&input)?,
+                };
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
         }
         if let IndexValue::Reference {
             identifier: Some((system, value)),
@@ -787,6 +814,20 @@ fn criterion_condition(
                     prefix_hash_input(&param, &normalized)
                 };
                 any_of.push(hash(&input)?);
+            }
+            Condition::StringHash { param, any_of }
+        }
+        (Some(Modifier::Text), ParamType::Token) => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                let SearchValue::Text(text) = v else { continue };
+                let normalized = normalize::string(text);
+                if normalized.chars().count() > MAX_STRING_PREFIX {
+                    return Err(not_yet(format!(
+                        "{param}:text values longer than {MAX_STRING_PREFIX} characters"
+                    )));
+                }
+                any_of.push(hash(&prefix_hash_input(&text_param(&param), &normalized))?);
             }
             Condition::StringHash { param, any_of }
         }

@@ -162,7 +162,13 @@ async fn errors_are_operation_outcomes() {
             app.client.patch(app.url("Patient/x")).send().await.unwrap(),
             405,
         ),
-        (app.get("Observation?code:text=heart").await, 501),
+        (
+            app.get(
+                "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|1",
+            )
+            .await,
+            501,
+        ),
         (
             app.post(
                 "Patient",

@@ -60,8 +60,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../schema/sqlite/0008_birth_years.sql"),
     },
     Migration {
-        name: "0009_string_trigrams",
-        sql: include_str!("../../../schema/sqlite/0009_string_trigrams.sql"),
+        name: "0009_text_search_hashes",
+        sql: include_str!("../../../schema/sqlite/0009_text_search_hashes.sql"),
     },
 ];
 

@@ -1,6 +1,0 @@
--- String parameters gain keyed hashes of their three-character windows, for
--- :contains (ADR 0005); the resources stored before get theirs from a reindex job.
-
-INSERT INTO reindex_jobs (tenant, name, reason, done, after_type, after_id, processed, created_at, updated_at)
-SELECT id, '0009_string_trigrams', 'trigram hashes for :contains', 0, '', '', 0, CAST(strftime('%s', 'now') AS INTEGER) * 1000000, CAST(strftime('%s', 'now') AS INTEGER) * 1000000
-FROM tenants;
