@@ -25,6 +25,8 @@ pub enum IndexValue {
         code: Option<String>,
         /// Normalised display or text, for `:text`.
         text: Option<String>,
+        /// An identifier's type codings as (system, code), for `:of-type`.
+        of_type: Vec<(String, String)>,
     },
     /// Microseconds since the epoch: `low` inclusive, `high` exclusive.
     Date {
@@ -146,6 +148,7 @@ fn token(system: Option<String>, code: Option<String>, display: Option<String>) 
         system,
         code,
         text: display.map(|d| normalize::string(&d)),
+        of_type: Vec::new(),
     }
 }
 
@@ -225,7 +228,20 @@ fn values_of(kind: ParamType, v: &Value<'_>, out: &mut Vec<IndexValue>) {
                     Json::Object(t) => text(t, "text"),
                     _ => None,
                 });
-                out.push(token(text(o, "system"), text(o, "value"), type_text));
+                let mut value = token(text(o, "system"), text(o, "value"), type_text);
+                if let (IndexValue::Token { of_type, .. }, Some(Json::Object(t))) =
+                    (&mut value, o.get("type"))
+                    && let Some(Json::Array(codings)) = t.get("coding")
+                {
+                    for c in codings {
+                        if let Json::Object(c) = c
+                            && let (Some(s), Some(k)) = (text(c, "system"), text(c, "code"))
+                        {
+                            of_type.push((s, k));
+                        }
+                    }
+                }
+                out.push(value);
             }
             "ContactPoint" => out.push(token(text(o, "system"), text(o, "value"), None)),
             _ => {}

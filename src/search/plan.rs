@@ -94,6 +94,11 @@ fn string_hash_inputs(param: &str, normalized: &str, exact: &str) -> Vec<Vec<u8>
     out
 }
 
+/// The name under which identifier types of `param` are hashed (`:of-type`).
+fn of_type_param(param: &str) -> String {
+    format!("{param}:of-type")
+}
+
 /// The name under which the display texts of token `param` are hashed (`:text`).
 fn text_param(param: &str) -> String {
     format!("{param}:text")
@@ -237,11 +242,21 @@ pub fn index_rows(
                 IndexValue::Token {
                     system,
                     code: Some(code),
+                    of_type,
                     ..
                 },
             ) = (def.kind, &e.value)
             {
-                for input in token_hash_inputs(e.param, system.as_deref(), code) {
+                let mut inputs = token_hash_inputs(e.param, system.as_deref(), code);
+                // `:of-type`: type system|code, then the value.
+                for (ts, tc) in of_type {
+                    inputs.push(token_hash_input(
+                        &of_type_param(e.param),
+                        &format!("{ts}|{tc}"),
+                        code,
+                    ));
+                }
+                for input in inputs {
                     let row = IndexRow::StringHash {
                         param: e.param.to_owned(),
                         hash: hash(&input)?,
@@ -814,6 +829,32 @@ fn criterion_condition(
                     prefix_hash_input(&param, &normalized)
                 };
                 any_of.push(hash(&input)?);
+            }
+            Condition::StringHash { param, any_of }
+        }
+        (Some(Modifier::OfType), ParamType::Token) if hashed => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                // Parsed as system = "type-system|type-code", code = value.
+                let SearchValue::Token {
+                    system: Some(type_coding),
+                    code: Some(value),
+                } = v
+                else {
+                    return Err(ApiError::invalid(format!(
+                        "{param}:of-type takes type-system|type-code|value"
+                    )));
+                };
+                if !type_coding.contains('|') {
+                    return Err(ApiError::invalid(format!(
+                        "{param}:of-type takes type-system|type-code|value"
+                    )));
+                }
+                any_of.push(hash(&token_hash_input(
+                    &of_type_param(&param),
+                    type_coding,
+                    value,
+                ))?);
             }
             Condition::StringHash { param, any_of }
         }

@@ -163,10 +163,8 @@ async fn errors_are_operation_outcomes() {
             405,
         ),
         (
-            app.get(
-                "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|1",
-            )
-            .await,
+            app.get("Observation?code:below=http://loinc.org|8867-4")
+                .await,
             501,
         ),
         (

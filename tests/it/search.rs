@@ -202,7 +202,7 @@ async fn paging_links_and_parameters(app: TestApp) {
         501
     );
     assert_eq!(
-        app.get("Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|1")
+        app.get("Observation?code:below=http://loinc.org|8867-4")
             .await
             .status(),
         501
