@@ -252,6 +252,24 @@ fn page_link(base: &str, path: &str, kept: &[String], count: u32, page: Option<&
     url
 }
 
+/// The `self`, `next` and `previous` links of a page, from the positions of
+/// each (`self` is always there, without a position on the first page).
+fn page_links(
+    base: &str,
+    path: &str,
+    kept: &[String],
+    count: u32,
+    [this, next, previous]: [Option<String>; 3],
+) -> Vec<(&'static str, String)> {
+    let mut links = vec![("self", page_link(base, path, kept, count, this.as_deref()))];
+    for (rel, position) in [("next", next), ("previous", previous)] {
+        if let Some(p) = position {
+            links.push((rel, page_link(base, path, kept, count, Some(&p))));
+        }
+    }
+    links
+}
+
 /// `GET [base]?_type=A,B&…` and `POST [base]/_search` (R4 3.1.1.2): the
 /// parameters apply to each type (all types without `_type`), results come by
 /// type, then id, a page at a time. Includes and `_sort` are not supported here.
@@ -418,11 +436,8 @@ async fn run_system(
     if !types.is_empty() && types.len() < crate::fhir::model::r4().resource_types().len() {
         kept.insert(0, format!("_type={}", encode(&types.join(","))));
     }
-    let link = |p: Option<&str>| page_link(&base, "", &kept, count, p);
-    let mut links = vec![("self", link(page.as_ref().map(Cursor::encode).as_deref()))];
-    if let Some(n) = &next {
-        links.push(("next", link(Some(n))));
-    }
+    let self_page = page.as_ref().map(Cursor::encode);
+    let links = page_links(&base, "", &kept, count, [self_page, next, None]);
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,
@@ -541,14 +556,7 @@ async fn run(
         })
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect();
-    let link = |page: Option<&str>| page_link(&base, path, &kept, count, page);
-    let mut links = vec![("self", link(page.as_deref()))];
-    if let Some(n) = &next {
-        links.push(("next", link(Some(n))));
-    }
-    if let Some(p) = &previous {
-        links.push(("previous", link(Some(p))));
-    }
+    let links = page_links(&base, path, &kept, count, [page, next, previous]);
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,
@@ -750,11 +758,8 @@ pub async fn everything(
     found.extend(hits.into_iter().map(|(r, _)| r));
     let base = base_url(&req, &state);
     let path = format!("Patient/{id}/$everything");
-    let link = |p: Option<&str>| page_link(&base, &path, &kept, count, p);
-    let mut links = vec![("self", link(page.as_ref().map(Cursor::encode).as_deref()))];
-    if let Some(n) = &next {
-        links.push(("next", link(Some(n))));
-    }
+    let self_page = page.as_ref().map(Cursor::encode);
+    let links = page_links(&base, &path, &kept, count, [self_page, next, None]);
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,

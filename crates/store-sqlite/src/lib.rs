@@ -10,10 +10,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, SearchRow, VersionRow, data_keys,
-    hearth_migrations, history_version_columns, idx_compartment, idx_date, idx_number,
-    idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token, idx_uri, reindex_jobs,
-    resource_history, resources,
+    CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, ReindexProgress, SearchRow,
+    VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment, idx_date,
+    idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token, idx_uri,
+    reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
@@ -524,19 +524,8 @@ impl hearth_store::Store for SqliteStore {
                         )?;
                     }
                 }
-                let (after_type, after_id) = batch
-                    .last()
-                    .map(|r| (r.res_type.clone(), r.id.clone()))
-                    .unwrap_or(job.after.clone());
                 diesel::update(reindex_jobs::table.find((&job.tenant, &job.name)))
-                    .set((
-                        reindex_jobs::done.eq(finished),
-                        reindex_jobs::after_type.eq(after_type),
-                        reindex_jobs::after_id.eq(after_id),
-                        reindex_jobs::processed
-                            .eq(reindex_jobs::processed + i64::try_from(batch.len()).unwrap_or(0)),
-                        reindex_jobs::updated_at.eq(hearth_store::now_micros()),
-                    ))
+                    .set(ReindexProgress::after(&job, &batch, finished))
                     .execute(c)?;
                 Ok(())
             })?;

@@ -427,6 +427,34 @@ diesel::table! {
     }
 }
 
+/// A reindex job's progress after a batch.
+#[derive(AsChangeset)]
+#[diesel(table_name = reindex_jobs)]
+pub struct ReindexProgress {
+    pub done: bool,
+    pub after_type: String,
+    pub after_id: String,
+    pub processed: i64,
+    pub updated_at: i64,
+}
+
+impl ReindexProgress {
+    /// Where `job` stands once `batch` is applied.
+    pub fn after(job: &crate::ReindexJob, batch: &[crate::Reindexed], finished: bool) -> Self {
+        let (after_type, after_id) = batch
+            .last()
+            .map(|r| (r.res_type.clone(), r.id.clone()))
+            .unwrap_or(job.after.clone());
+        ReindexProgress {
+            done: finished,
+            after_type,
+            after_id,
+            processed: job.processed + i64::try_from(batch.len()).unwrap_or(0),
+            updated_at: crate::now_micros(),
+        }
+    }
+}
+
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = reindex_jobs)]
 pub struct ReindexJobRow {
