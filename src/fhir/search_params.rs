@@ -86,6 +86,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The parameter with this definition id (`Observation-code`).
+    pub fn by_id(&self, id: &str) -> Option<&SearchParam> {
+        self.params.iter().find(|p| p.id == id)
+    }
+
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
         self.by_type_code
             .get(resource_type)

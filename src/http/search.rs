@@ -157,7 +157,7 @@ fn passes(r: &ResourceVersion, checks: &[plan::Recheck]) -> Result<bool, ApiErro
     let json = crate::json::parse(&r.body)
         .map_err(|_| ApiError::internal(format!("a stored {} is not JSON", r.res_type)))?;
     let entries = crate::search::extract::extract(&json);
-    Ok(checks.iter().all(|c| c.holds(&entries)))
+    Ok(checks.iter().all(|c| c.holds(&entries, &json)))
 }
 
 /// A page of a search whose index conditions are only a first cut (birth

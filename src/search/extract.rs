@@ -171,6 +171,21 @@ fn quantity(o: &Object, value_key: &str, code_key: &str) -> Option<IndexValue> {
     })
 }
 
+/// The index values of `expr` evaluated on `this` (a composite's element),
+/// for a parameter of type `kind`.
+pub fn values_at<'a>(
+    kind: ParamType,
+    expr: &crate::fhir::fhirpath::Expr,
+    this: &Value<'a>,
+    root: &Value<'a>,
+) -> Vec<IndexValue> {
+    let mut out = Vec::new();
+    for v in crate::fhir::fhirpath::evaluate(expr, std::slice::from_ref(this), root) {
+        values_of(kind, &v, &mut out);
+    }
+    out
+}
+
 /// The index values of one node for a parameter type.
 fn values_of(kind: ParamType, v: &Value<'_>, out: &mut Vec<IndexValue>) {
     let Value::Node(json, ty) = v else { return };

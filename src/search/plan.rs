@@ -43,6 +43,16 @@ pub fn is_searchable(p: &SearchParam) -> bool {
         // Identifying dates are indexed by year and checked exactly afterwards.
         ParamType::Date => true,
         ParamType::Reference => !is_identifying(p),
+        // Through its components, each a parameter of its own.
+        ParamType::Composite => {
+            !p.components.is_empty()
+                && p.components.iter().all(|c| {
+                    c.expression.is_ok()
+                        && c.definition_id
+                            .and_then(|id| r4().by_id(id))
+                            .is_some_and(|d| d.kind != ParamType::Composite && is_searchable(d))
+                })
+        }
         _ => false,
     };
     p.code == "_id" || p.code == "_lastUpdated" || (matches!(p.expression, Some(Ok(_))) && indexed)
@@ -495,13 +505,25 @@ pub enum Recheck {
     /// `:contains`, looked up by trigrams: one of the resource's normalised
     /// values must contain one of these.
     Contains { param: String, any_of: Vec<String> },
+    /// A composite, looked up by its components one by one: one element of the
+    /// resource must meet every component of one of the values.
+    Composite {
+        res_type: String,
+        param: String,
+        any_of: Vec<Vec<(String, ParamType, SearchValue)>>,
+    },
 }
 
 impl Recheck {
     /// Whether the exact values of a resource (its extracted index entries)
     /// meet the condition.
-    pub fn holds(&self, entries: &[IndexEntry]) -> bool {
+    pub fn holds(&self, entries: &[IndexEntry], resource: &crate::json::Json) -> bool {
         match self {
+            Recheck::Composite {
+                res_type,
+                param,
+                any_of,
+            } => composite_holds(resource, res_type, param, any_of),
             Recheck::Date { param, any_of } => entries.iter().any(|e| {
                 e.param == param
                     && matches!(e.value, IndexValue::Date { low, high }
@@ -513,6 +535,135 @@ impl Recheck {
                         if any_of.iter().any(|n| normalized.contains(n.as_str())))
             }),
         }
+    }
+}
+
+/// Whether one element that the composite's expression selects meets every
+/// component of one of the values.
+fn composite_holds(
+    resource: &crate::json::Json,
+    res_type: &str,
+    param: &str,
+    any_of: &[Vec<(String, ParamType, SearchValue)>],
+) -> bool {
+    use crate::fhir::fhirpath::{self, Ty, Value};
+    let registry = r4();
+    let Some(def) = registry.get(res_type, param) else {
+        return false;
+    };
+    let Some(Ok(expr)) = &def.expression else {
+        return false;
+    };
+    let Some(t) = fhirpath::resource_type(resource) else {
+        return false;
+    };
+    let root = Value::Node(resource, Ty::Resource(t));
+    let elements = fhirpath::evaluate(expr, std::slice::from_ref(&root), &root);
+    elements.iter().any(|element| {
+        any_of.iter().any(|value| {
+            value
+                .iter()
+                .zip(&def.components)
+                .all(|((_, kind, wanted), component)| {
+                    let Ok(cexpr) = &component.expression else {
+                        return false;
+                    };
+                    crate::search::extract::values_at(*kind, cexpr, element, &root)
+                        .iter()
+                        .any(|have| value_matches(have, wanted))
+                })
+        })
+    })
+}
+
+/// Whether an extracted value meets a searched one (the SQL of each type's
+/// condition, in Rust, for values checked after decryption).
+fn value_matches(have: &IndexValue, wanted: &SearchValue) -> bool {
+    let number = |v: f64, prefix: Prefix, text: &str| {
+        number_test(prefix, text).is_some_and(|t| match t.op {
+            NumberOp::Eq => v >= t.low && v < t.high,
+            NumberOp::Ne => !(v >= t.low && v < t.high),
+            NumberOp::Gt => v > t.value,
+            NumberOp::Lt => v < t.value,
+            NumberOp::Ge => v >= t.value,
+            NumberOp::Le => v <= t.value,
+            NumberOp::Approx => (v - t.value).abs() <= (t.value * 0.1).abs(),
+        })
+    };
+    match (have, wanted) {
+        (
+            IndexValue::Token { system, code, .. },
+            SearchValue::Token {
+                system: ws,
+                code: wc,
+            },
+        ) => {
+            let system_ok = match ws.as_deref() {
+                None => true,
+                Some("") => system.is_none(),
+                Some(s) => system.as_deref() == Some(s),
+            };
+            system_ok && (wc.is_none() || code == wc)
+        }
+        (
+            IndexValue::Quantity {
+                value,
+                system,
+                code,
+                unit,
+                ..
+            },
+            SearchValue::Quantity {
+                prefix,
+                value: text,
+                system: ws,
+                code: wc,
+            },
+        ) => {
+            let units_ok = match (ws, wc) {
+                (Some(s), Some(c)) => system.as_ref() == Some(s) && code.as_ref() == Some(c),
+                (None, Some(c)) => code.as_ref() == Some(c) || unit.as_ref() == Some(c),
+                (Some(s), None) => system.as_ref() == Some(s),
+                (None, None) => true,
+            };
+            units_ok && number(*value, *prefix, text)
+        }
+        (
+            IndexValue::Number { value, .. },
+            SearchValue::Number {
+                prefix,
+                value: text,
+            },
+        ) => number(*value, *prefix, text),
+        (IndexValue::Date { low, high }, wanted @ SearchValue::Date { .. }) => {
+            dates(std::slice::from_ref(wanted))
+                .iter()
+                .any(|(op, from, to)| op.holds(*low, *high, *from, *to))
+        }
+        (IndexValue::String { normalized, .. }, SearchValue::Text(text)) => {
+            let needle = normalize::string(text);
+            normalized.starts_with(&needle) || normalized.contains(&format!(" {needle}"))
+        }
+        (IndexValue::Uri(u), SearchValue::Text(text)) => u == text,
+        (
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+                ..
+            },
+            SearchValue::Reference {
+                target_type: wt,
+                id,
+                url: wu,
+            },
+        ) => match wu {
+            Some(wu) => url == wu,
+            None => {
+                target_id.as_deref() == Some(id.as_str()) && (wt.is_none() || target_type == wt)
+            }
+        },
+        _ => false,
     }
 }
 
@@ -528,7 +679,8 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
                 .is_some_and(is_identifying)
     };
     let contains = |c: &Criterion| c.modifier == Some(Modifier::Contains);
-    let checked = |c: &Criterion| identifying_date(c) || contains(c);
+    let composite = |c: &Criterion| c.kind == ParamType::Composite && c.modifier.is_none();
+    let checked = |c: &Criterion| identifying_date(c) || contains(c) || composite(c);
     fn nested(f: &Filter, found: &dyn Fn(&Criterion) -> bool) -> bool {
         match f {
             Filter::Criterion(c) => found(c),
@@ -557,10 +709,24 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
                         .collect(),
                 });
             }
+            Filter::Criterion(c) if c.chain.is_empty() && composite(c) => {
+                out.push(Recheck::Composite {
+                    res_type: c.resource_type.clone(),
+                    param: c.param.clone(),
+                    any_of: c
+                        .values
+                        .iter()
+                        .filter_map(|v| match v {
+                            SearchValue::Composite(parts) => Some(parts.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                });
+            }
             Filter::Criterion(c) if c.chain.is_empty() => {}
             f if nested(f, &checked) => {
                 return Err(not_yet(
-                    "birth and death dates and :contains in chains and _has".to_owned(),
+                    "birth and death dates, :contains and composites in chains and _has".to_owned(),
                 ));
             }
             _ => {}
@@ -871,6 +1037,30 @@ fn criterion_condition(
                 any_of.push(hash(&prefix_hash_input(&text_param(&param), &normalized))?);
             }
             Condition::StringHash { param, any_of }
+        }
+        // Each component as a condition of its own parameter (a superset: the
+        // components may come from different elements; `rechecks` checks).
+        (None, ParamType::Composite) => {
+            let mut alternatives = Vec::new();
+            for v in &c.values {
+                let SearchValue::Composite(parts) = v else {
+                    continue;
+                };
+                let mut all = Vec::new();
+                for (code, kind, value) in parts {
+                    let part = Criterion {
+                        chain: Vec::new(),
+                        resource_type: c.resource_type.clone(),
+                        param: code.clone(),
+                        kind: *kind,
+                        modifier: None,
+                        values: vec![value.clone()],
+                    };
+                    all.push(criterion_condition(&part, hash, value_sets)?);
+                }
+                alternatives.push(Condition::AllOf(all));
+            }
+            Condition::AnyOf(alternatives)
         }
         (Some(Modifier::Contains), ParamType::String) => {
             let mut alternatives = Vec::new();

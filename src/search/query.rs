@@ -105,6 +105,8 @@ pub enum SearchValue {
     },
     /// `true`/`false` for `:missing`.
     Missing(bool),
+    /// A composite value: per component, its own parameter code, type and value.
+    Composite(Vec<(String, ParamType, SearchValue)>),
 }
 
 /// `subject:Patient.name=…`: each link names a reference parameter and the target
@@ -396,6 +398,36 @@ fn parse_value(
 }
 
 /// Parses `name[:modifier]` chains: `subject:Patient.name:exact`.
+/// `code$value`: one value per component, each parsed as its own parameter.
+fn parse_composite(
+    def: &crate::fhir::search_params::SearchParam,
+    raw: &str,
+    name: &str,
+) -> Result<SearchValue, ApiError> {
+    let parts = split_escaped(raw, '$');
+    if parts.len() != def.components.len() {
+        return Err(ApiError::invalid(format!(
+            "search parameter {name}: a value has {} parts separated by $",
+            def.components.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (component, part) in def.components.iter().zip(&parts) {
+        let component_def = component
+            .definition_id
+            .and_then(|id| r4().by_id(id))
+            .ok_or_else(|| {
+                ApiError::new(
+                    crate::error::ErrorKind::NotSupported,
+                    format!("search parameter {name}: a component has no definition"),
+                )
+            })?;
+        let value = parse_value(component_def.kind, None, part, component_def.code)?;
+        out.push((component_def.code.to_owned(), component_def.kind, value));
+    }
+    Ok(SearchValue::Composite(out))
+}
+
 fn parse_criterion(
     resource_type: &str,
     name: &str,
@@ -452,10 +484,17 @@ fn parse_criterion(
                 Some(parsed)
             }
         };
-        let values = split_escaped(raw, ',')
-            .iter()
-            .map(|v| parse_value(def.kind, modifier.as_ref(), v, code))
-            .collect::<Result<Vec<_>, _>>()?;
+        let values = if def.kind == ParamType::Composite && modifier.is_none() {
+            split_escaped(raw, ',')
+                .iter()
+                .map(|v| parse_composite(def, v, code))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            split_escaped(raw, ',')
+                .iter()
+                .map(|v| parse_value(def.kind, modifier.as_ref(), v, code))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         return Ok(Some(Criterion {
             chain,
             resource_type: current,
