@@ -90,6 +90,57 @@ pub fn expand(vs: &Json, url: &str) -> Result<Vec<Member>, ApiError> {
         .collect())
 }
 
+/// The codes of a CodeSystem that `code` subsumes (`below`: itself and its
+/// descendants) or that subsume it (`above`: itself and its ancestors), from
+/// the nesting of `concept`. `None` when the code is not in the system.
+pub fn subsumed(code_system: &Json, code: &str, below: bool) -> Option<Vec<String>> {
+    fn walk<'a>(
+        concepts: &'a [Json],
+        code: &str,
+        path: &mut Vec<&'a str>,
+    ) -> Option<(Vec<String>, &'a [Json])> {
+        for c in concepts {
+            let Json::Object(c) = c else { continue };
+            let Some(Json::String(this)) = c.get("code") else {
+                continue;
+            };
+            let children = items(c.get("concept"));
+            if this == code {
+                let mut ancestors: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
+                ancestors.push(this.clone());
+                return Some((ancestors, children));
+            }
+            path.push(this);
+            if let Some(found) = walk(children, code, path) {
+                return Some(found);
+            }
+            path.pop();
+        }
+        None
+    }
+    fn descendants(concepts: &[Json], out: &mut Vec<String>) {
+        for c in concepts {
+            if let Json::Object(c) = c {
+                if let Some(Json::String(code)) = c.get("code") {
+                    out.push(code.clone());
+                }
+                descendants(items(c.get("concept")), out);
+            }
+        }
+    }
+    let Json::Object(cs) = code_system else {
+        return None;
+    };
+    let (ancestors, children) = walk(items(cs.get("concept")), code, &mut Vec::new())?;
+    if below {
+        let mut out = vec![code.to_owned()];
+        descendants(children, &mut out);
+        Some(out)
+    } else {
+        Some(ancestors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +180,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(expand(&vs, "u").unwrap_err().status(), 501);
+    }
+
+    #[test]
+    fn subsumption_follows_the_concept_tree() {
+        let cs = crate::json::parse(
+            br#"{"resourceType":"CodeSystem","concept":[{"code":"a","concept":[
+                {"code":"b","concept":[{"code":"c"}]},{"code":"d"}]},{"code":"e"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(subsumed(&cs, "a", true).unwrap(), ["a", "b", "c", "d"]);
+        assert_eq!(subsumed(&cs, "c", false).unwrap(), ["a", "b", "c"]);
+        assert_eq!(subsumed(&cs, "e", true).unwrap(), ["e"]);
+        assert!(subsumed(&cs, "zz", true).is_none());
     }
 }

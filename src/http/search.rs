@@ -60,49 +60,80 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// The first resource of `res_type` whose `url` is `url` (and, when given,
+/// whose `version` is `version`), as JSON.
+async fn find_by_url(
+    state: &AppState,
+    res_type: &str,
+    url: &str,
+    version: Option<&str>,
+) -> Result<Option<crate::json::Json>, ApiError> {
+    let q = hearth_store::search::SearchQuery {
+        res_type: res_type.to_owned(),
+        conditions: vec![Condition::Uri {
+            param: "url".to_owned(),
+            any_of: vec![url.to_owned()],
+            below: false,
+        }],
+        sort: Vec::new(),
+        after: None,
+        limit: 50,
+        drive_below: state.search_drive_below,
+    };
+    for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
+        let json = crate::json::parse(&rv.body)
+            .map_err(|_| ApiError::internal(format!("a stored {res_type} is not JSON")))?;
+        let matches = match (version, &json) {
+            (None, _) => true,
+            (Some(want), crate::json::Json::Object(o)) => {
+                o.get("version").and_then(crate::json::Json::as_str) == Some(want)
+            }
+            _ => false,
+        };
+        if matches {
+            return Ok(Some(json));
+        }
+    }
+    Ok(None)
+}
+
 /// Expands the value sets `:in` and `:not-in` name, from the ValueSets stored
-/// on this server (by canonical URL, `|version` choosing among versions).
+/// on this server (by canonical URL, `|version` choosing among versions), and
+/// the codes `:above` and `:below` name, from the CodeSystems stored here.
 async fn resolve_value_sets(
     parsed: &mut query::SearchRequest,
     state: &AppState,
 ) -> Result<(), ApiError> {
     for canonical in parsed.value_set_urls() {
         let (url, version) = match canonical.split_once('|') {
-            Some((u, v)) => (u.to_owned(), Some(v.to_owned())),
-            None => (canonical.clone(), None),
+            Some((u, v)) => (u, Some(v)),
+            None => (canonical.as_str(), None),
         };
-        let q = hearth_store::search::SearchQuery {
-            res_type: "ValueSet".to_owned(),
-            conditions: vec![Condition::Uri {
-                param: "url".to_owned(),
-                any_of: vec![url],
-                below: false,
-            }],
-            sort: Vec::new(),
-            after: None,
-            limit: 50,
-            drive_below: state.search_drive_below,
-        };
-        let mut chosen = None;
-        for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
-            let vs = crate::json::parse(&rv.body)
-                .map_err(|_| ApiError::internal("a stored ValueSet is not JSON"))?;
-            let matches = match (&version, &vs) {
-                (None, _) => true,
-                (Some(want), crate::json::Json::Object(o)) => {
-                    o.get("version").and_then(crate::json::Json::as_str) == Some(want.as_str())
-                }
-                _ => false,
-            };
-            if matches {
-                chosen = Some(vs);
-                break;
-            }
-        }
-        let vs = chosen
+        let vs = find_by_url(state, "ValueSet", url, version)
+            .await?
             .ok_or_else(|| ApiError::invalid(format!("no value set {canonical} on this server")))?;
         let members = crate::fhir::valueset::expand(&vs, &canonical)?;
         parsed.value_sets.insert(canonical, members);
+    }
+    for (modifier, system, code) in parsed.subsumption_codes() {
+        let cs = find_by_url(state, "CodeSystem", &system, None)
+            .await?
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "no CodeSystem {system} on this server to follow :above or :below in"
+                ))
+            })?;
+        let below = modifier == query::Modifier::Below;
+        // A code the system does not hold subsumes only itself.
+        let codes = crate::fhir::valueset::subsumed(&cs, &code, below)
+            .unwrap_or_else(|| vec![code.clone()]);
+        parsed.value_sets.insert(
+            query::subsumption_key(&modifier, &system, &code),
+            codes
+                .into_iter()
+                .map(|c| (Some(system.clone()), Some(c)))
+                .collect(),
+        );
     }
     Ok(())
 }

@@ -853,6 +853,30 @@ fn criterion_condition(
                 matches
             }
         }
+        (Some(m @ (Modifier::Above | Modifier::Below)), ParamType::Token) if !hashed => {
+            let mut any_of = Vec::new();
+            for v in &c.values {
+                let SearchValue::Token {
+                    system: Some(system),
+                    code: Some(code),
+                } = v
+                else {
+                    return Err(ApiError::invalid(format!(
+                        "{param}:above and :below take system|code"
+                    )));
+                };
+                let key = super::query::subsumption_key(m, system, code);
+                let members = value_sets.get(&key).ok_or_else(|| {
+                    ApiError::invalid(format!("{param}: no code system {system} on this server"))
+                })?;
+                any_of.extend(members.iter().cloned());
+            }
+            Condition::Token {
+                param,
+                any_of,
+                negate: false,
+            }
+        }
         (Some(m @ (Modifier::In | Modifier::NotIn)), ParamType::Token) if !hashed => {
             let mut any_of = Vec::new();
             for v in &c.values {

@@ -223,6 +223,52 @@ impl SearchRequest {
         }
         out
     }
+
+    /// The codes `:above` and `:below` name on tokens, as (modifier, system,
+    /// code), anywhere in the filters.
+    pub fn subsumption_codes(&self) -> Vec<(Modifier, String, String)> {
+        fn walk(f: &Filter, out: &mut Vec<(Modifier, String, String)>) {
+            match f {
+                Filter::Has(h) => walk(&h.inner, out),
+                Filter::Criterion(c) => {
+                    let Some(m @ (Modifier::Above | Modifier::Below)) = &c.modifier else {
+                        return;
+                    };
+                    if c.kind != ParamType::Token {
+                        return;
+                    }
+                    for v in &c.values {
+                        if let SearchValue::Token {
+                            system: Some(system),
+                            code: Some(code),
+                        } = v
+                        {
+                            let key = (m.clone(), system.clone(), code.clone());
+                            if !out.contains(&key) {
+                                out.push(key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for f in &self.filters {
+            walk(f, &mut out);
+        }
+        out
+    }
+}
+
+/// The key under which the codes a subsumption names are kept in
+/// `SearchRequest::value_sets`.
+pub fn subsumption_key(modifier: &Modifier, system: &str, code: &str) -> String {
+    let m = if *modifier == Modifier::Above {
+        "above"
+    } else {
+        "below"
+    };
+    format!("{m}:{system}|{code}")
 }
 
 /// Splits on unescaped `sep`; an escaped `sep` loses its backslash, other escapes
