@@ -60,6 +60,27 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// Parses the criteria of a search of type `t`, resolves what they name on
+/// this server (value sets, code systems, lists), and refuses unknown
+/// parameters under `Prefer: handling=strict`.
+async fn parse_request(
+    req: &HttpRequest,
+    t: &str,
+    criteria: &[(String, String)],
+    state: &AppState,
+) -> Result<query::SearchRequest, ApiError> {
+    let mut parsed = query::parse(t, criteria)?;
+    if strict(req) && !parsed.ignored.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "unknown search parameters: {}",
+            parsed.ignored.join(", ")
+        )));
+    }
+    resolve_value_sets(&mut parsed, state).await?;
+    resolve_lists(&mut parsed, state).await?;
+    Ok(parsed)
+}
+
 /// The first resource of `res_type` whose `url` is `url` (and, when given,
 /// whose `version` is `version`), as JSON.
 async fn find_by_url(
@@ -373,15 +394,7 @@ async fn run_system(
     };
     let mut parsed_all = Vec::new();
     for t in &types {
-        let mut parsed = query::parse(t, &criteria)?;
-        resolve_value_sets(&mut parsed, state).await?;
-        resolve_lists(&mut parsed, state).await?;
-        if strict(&req) && !parsed.ignored.is_empty() {
-            return Err(ApiError::invalid(format!(
-                "unknown search parameters: {}",
-                parsed.ignored.join(", ")
-            )));
-        }
+        let parsed = parse_request(&req, t, &criteria, state).await?;
         parsed_all.push(parsed);
     }
     let Some(first) = parsed_all.first() else {
@@ -492,15 +505,7 @@ async fn run(
         .find(|(k, _)| k == "_page")
         .map(|(_, v)| v.clone());
     let criteria: Vec<(String, String)> = all.into_iter().filter(|(k, _)| k != "_page").collect();
-    let mut parsed = query::parse(t, &criteria)?;
-    resolve_value_sets(&mut parsed, state).await?;
-    resolve_lists(&mut parsed, state).await?;
-    if strict(&req) && !parsed.ignored.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "unknown search parameters: {}",
-            parsed.ignored.join(", ")
-        )));
-    }
+    let parsed = parse_request(&req, t, &criteria, state).await?;
     let count = parsed
         .count
         .unwrap_or(state.default_search_count)
