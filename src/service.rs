@@ -208,10 +208,21 @@ impl Service {
     pub async fn run_reindex_jobs(&self, tenant: &str) -> Result<u64, ApiError> {
         const BATCH: u32 = 500;
         let mut total = 0u64;
-        for mut job in self.store.reindex_jobs().await? {
-            if job.done || job.tenant != tenant {
-                continue;
-            }
+        let pending: Vec<_> = self
+            .store
+            .reindex_jobs()
+            .await?
+            .into_iter()
+            .filter(|j| !j.done && j.tenant == tenant)
+            .collect();
+        // Every job rebuilds all index rows from its position on, so one pass
+        // from the earliest position serves them all: the job furthest behind
+        // drives it, and the others are marked done with it.
+        let Some(mut job) = pending.iter().min_by(|a, b| a.after.cmp(&b.after)).cloned() else {
+            return Ok(0);
+        };
+        let others: Vec<_> = pending.into_iter().filter(|j| j.name != job.name).collect();
+        {
             tracing::info!(job = %job.name, reason = %job.reason, "reindex job started");
             loop {
                 let versions = self
@@ -256,6 +267,10 @@ impl Service {
                 tracing::info!(job = %job.name, processed = job.processed, "reindexing");
             }
             tracing::info!(job = %job.name, processed = job.processed, "reindex job finished");
+        }
+        for other in others {
+            self.store.reindex_apply(&other, Vec::new(), true).await?;
+            tracing::info!(job = %other.name, by = %job.name, "reindex job done by the same pass");
         }
         Ok(total)
     }

@@ -1026,3 +1026,27 @@ mod absolute_references {
         super::absolute_references(app).await;
     }
 }
+
+/// Several pending reindex jobs are served by one pass from the earliest
+/// position among them.
+async fn pending_reindex_jobs_share_one_pass(app: TestApp) {
+    seed(&app).await;
+    app.execute_sql(
+        "DELETE FROM idx_sort; \
+         INSERT INTO reindex_jobs (tenant, name, reason, done, after_type, after_id, processed, created_at, updated_at) \
+         VALUES ('default', 'late', 'a test', FALSE, 'Observation', 'o2', 0, 0, 0), \
+                ('default', 'early', 'a test', FALSE, '', '', 0, 0, 0);",
+    )
+    .await;
+    let config = app.config.clone();
+    let again = TestApp::start_with(app.backend, |c| *c = config.clone()).await;
+    assert_eq!(
+        walk(&again, "Observation?_sort=-date").await,
+        ["o3", "o1", "o2"]
+    );
+    assert_eq!(
+        walk(&again, "Patient?_sort=-_lastUpdated").await,
+        ["p2", "p1"]
+    );
+}
+every_plan!(pending_reindex_jobs_share_one_pass);
