@@ -124,9 +124,24 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         "store ready"
     );
     let service = Service::new(store, keys, config.http.public_url.clone());
-    // Index changes of a migration are finished before the first search.
+    // Added search parameters first, so pending jobs index them too; index
+    // changes of a migration are finished before the first search.
+    let added = service
+        .load_search_parameters(DEFAULT_TENANT)
+        .await
+        .map_err(|e| StartError::Database(format!("search parameters: {e}")))?;
+    if added > 0 {
+        tracing::info!(
+            count = added,
+            "search parameters added from SearchParameter resources"
+        );
+    }
     service
         .run_reindex_jobs(DEFAULT_TENANT)
+        .await
+        .map_err(|e| StartError::Database(format!("reindex: {e}")))?;
+    service
+        .refresh_custom_readiness()
         .await
         .map_err(|e| StartError::Database(format!("reindex: {e}")))?;
     let started = crate::time::format_instant(crate::time::now_micros());

@@ -46,9 +46,12 @@ pub enum DeleteResult {
     AlreadyDeleted,
 }
 
+#[derive(Clone)]
 pub struct Service {
     store: AnyStore,
     keys: Arc<KeyRing>,
+    /// One reindex pass at a time.
+    reindexing: Arc<tokio::sync::Mutex<()>>,
     /// The public base URL: absolute references under it are local.
     local_base: Option<String>,
 }
@@ -72,6 +75,7 @@ impl Service {
         Service {
             store,
             keys,
+            reindexing: Arc::default(),
             local_base,
         }
     }
@@ -114,6 +118,11 @@ impl Service {
         precondition: Precondition,
     ) -> Result<(ResourceVersion, bool), ApiError> {
         let last_updated = now_micros();
+        let definition = if res_type == "SearchParameter" {
+            crate::search::custom::definition(&obj)?
+        } else {
+            None
+        };
         let resource = Json::Object(obj);
         let index = plan::index_rows(
             res_type,
@@ -160,6 +169,10 @@ impl Service {
         let WriteOutcome::Written { version, created } = outcome else {
             return Err(ApiError::internal("a put reported no write"));
         };
+        if res_type == "SearchParameter" {
+            self.search_parameter_written(tenant, id, version, definition)
+                .await?;
+        }
         let body = slot
             .lock()
             .ok()
@@ -275,6 +288,115 @@ impl Service {
         Ok(total)
     }
 
+    /// After a SearchParameter is written: its definition replaces the one
+    /// before (not searchable yet), a reindex job is queued, and a background
+    /// pass runs it. Without a usable definition, the old one is dropped.
+    async fn search_parameter_written(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: i64,
+        definition: Option<crate::search::custom::Definition>,
+    ) -> Result<(), ApiError> {
+        let Some(d) = definition else {
+            crate::fhir::search_params::unregister_custom(id);
+            return Ok(());
+        };
+        crate::fhir::search_params::register_custom(
+            id,
+            &d.url,
+            &d.code,
+            d.kind,
+            &d.bases,
+            &d.targets,
+            &d.expression,
+        );
+        let job = crate::search::custom::job_name(id, version);
+        self.store
+            .add_reindex_job(tenant, &job, &format!("search parameter {}", d.code))
+            .await?;
+        let (service, tenant) = (self.clone(), tenant.to_owned());
+        tokio::spawn(async move { service.reindex_in_background(&tenant).await });
+        Ok(())
+    }
+
+    /// Runs the pending reindex jobs (one pass at a time), then makes the
+    /// added parameters whose jobs are done searchable. Failures are logged:
+    /// the jobs stay pending and run again on the next pass or start.
+    pub async fn reindex_in_background(&self, tenant: &str) {
+        let _pass = self.reindexing.lock().await;
+        if let Err(e) = self.run_reindex_jobs(tenant).await {
+            tracing::error!(error = %e, "reindex pass failed; its jobs stay pending");
+        }
+        if let Err(e) = self.refresh_custom_readiness().await {
+            tracing::error!(error = %e, "reading reindex jobs failed");
+        }
+    }
+
+    /// Added parameters are searchable once no job of theirs is pending.
+    pub async fn refresh_custom_readiness(&self) -> Result<(), ApiError> {
+        let pending: Vec<String> = self
+            .store
+            .reindex_jobs()
+            .await?
+            .into_iter()
+            .filter(|j| !j.done)
+            .map(|j| j.name)
+            .collect();
+        let ready: Vec<String> = crate::fhir::search_params::custom_ids()
+            .into_iter()
+            .filter(|id| !pending.iter().any(|j| j.starts_with(&format!("{id}:"))))
+            .collect();
+        crate::fhir::search_params::set_custom_ready(&ready);
+        Ok(())
+    }
+
+    /// Registers the active SearchParameters stored for a tenant (at start-up,
+    /// before pending reindex jobs run).
+    pub async fn load_search_parameters(&self, tenant: &str) -> Result<usize, ApiError> {
+        let mut after = None;
+        let mut n = 0;
+        loop {
+            let q = SearchQuery {
+                res_type: "SearchParameter".to_owned(),
+                conditions: Vec::new(),
+                sort: Vec::new(),
+                after: after.clone(),
+                limit: 500,
+                drive_below: 0,
+            };
+            let page = self.search(tenant, &q).await?;
+            let full = page.len() == 500;
+            for (rv, cursor) in page {
+                after = Some(cursor);
+                let Ok(Json::Object(sp)) = crate::json::parse(&rv.body) else {
+                    continue;
+                };
+                // A definition that cannot be used here is skipped, not fatal.
+                if let Ok(Some(d)) = crate::search::custom::definition(&sp) {
+                    crate::fhir::search_params::register_custom(
+                        &rv.id,
+                        &d.url,
+                        &d.code,
+                        d.kind,
+                        &d.bases,
+                        &d.targets,
+                        &d.expression,
+                    );
+                    n += 1;
+                }
+            }
+            if !full {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Every reindex job, for the status operation.
+    pub async fn reindex_jobs(&self) -> Result<Vec<hearth_store::ReindexJob>, ApiError> {
+        Ok(self.store.reindex_jobs().await?)
+    }
+
     /// `GET [type]/[id]`: 404 when unknown, 410 when deleted.
     pub async fn read(
         &self,
@@ -348,7 +470,11 @@ impl Service {
         };
         let no_body: hearth_store::SealFn =
             Box::new(|_| Err(StoreError::Internal("a delete has no body to seal".into())));
-        match self.store.write(tenant, &intent, no_body).await? {
+        let outcome = self.store.write(tenant, &intent, no_body).await?;
+        if res_type == "SearchParameter" {
+            crate::fhir::search_params::unregister_custom(id);
+        }
+        match outcome {
             WriteOutcome::Written { version, .. } => Ok(DeleteResult::Deleted { version }),
             WriteOutcome::AlreadyDeleted { .. } => Ok(DeleteResult::AlreadyDeleted),
             WriteOutcome::NotFound => Err(not_found(res_type, id)),

@@ -79,6 +79,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.compartment_page(tenant, q))
     }
 
+    async fn add_reindex_job(&self, tenant: &str, name: &str, reason: &str) -> StoreResult<()> {
+        delegate!(self, s => s.add_reindex_job(tenant, name, reason))
+    }
+
     async fn reindex_jobs(&self) -> StoreResult<Vec<hearth_store::ReindexJob>> {
         delegate!(self, s => s.reindex_jobs())
     }

@@ -38,7 +38,7 @@ impl ParamType {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "number" => ParamType::Number,
             "date" => ParamType::Date,
@@ -91,23 +91,37 @@ impl Registry {
         self.params.iter().find(|p| p.id == id)
     }
 
+    /// The parameter `code` of a resource type: a core R4 one, or else one
+    /// added at run time (see [`register_custom`]).
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
         self.by_type_code
             .get(resource_type)
             .and_then(|codes| codes.get(code))
             .map(|&i| &self.params[i])
+            .or_else(|| {
+                custom_params()
+                    .into_iter()
+                    .find(|p| p.code == code && p.bases.contains(&resource_type))
+            })
     }
 
-    /// All parameters that apply to a resource type.
+    /// All parameters that apply to a resource type (core, then added ones
+    /// whose code no core parameter of the type has).
     pub fn for_type<'a>(
         &'a self,
         resource_type: &'a str,
     ) -> impl Iterator<Item = &'a SearchParam> + 'a {
-        self.by_type_code
-            .get(resource_type)
+        let core = self.by_type_code.get(resource_type);
+        let added: Vec<&'static SearchParam> = custom_params()
             .into_iter()
+            .filter(|p| {
+                p.bases.contains(&resource_type) && core.is_none_or(|c| !c.contains_key(p.code))
+            })
+            .collect();
+        core.into_iter()
             .flat_map(|codes| codes.values())
             .map(|&i| &self.params[i])
+            .chain(added)
     }
 
     /// The parameters that put `resource_type` in `compartment` (empty: not in it).
@@ -116,6 +130,92 @@ impl Registry {
             .get(compartment)
             .and_then(|types| types.get(resource_type))
             .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Search parameters added at run time from SearchParameter resources, by
+/// resource id; each lives for the rest of the process (definitions are few
+/// and change rarely), and is searchable once its reindex job is done.
+struct Custom {
+    params: Vec<(String, &'static SearchParam)>,
+    ready: std::collections::HashSet<String>,
+}
+
+static CUSTOM: std::sync::LazyLock<std::sync::RwLock<Custom>> = std::sync::LazyLock::new(|| {
+    std::sync::RwLock::new(Custom {
+        params: Vec::new(),
+        ready: std::collections::HashSet::new(),
+    })
+});
+
+fn custom_params() -> Vec<&'static SearchParam> {
+    CUSTOM
+        .read()
+        .map(|c| c.params.iter().map(|(_, p)| *p).collect())
+        .unwrap_or_default()
+}
+
+/// The id under which a SearchParameter resource's definition is registered.
+pub fn custom_id(resource_id: &str) -> String {
+    format!("custom:{resource_id}")
+}
+
+/// Whether an added parameter's values are indexed for every stored resource.
+pub fn custom_ready(param: &SearchParam) -> bool {
+    !param.id.starts_with("custom:") || CUSTOM.read().is_ok_and(|c| c.ready.contains(param.id))
+}
+
+/// Marks added parameters searchable (their reindex job is done).
+pub fn set_custom_ready(ids: &[String]) {
+    if let Ok(mut c) = CUSTOM.write() {
+        c.ready.extend(ids.iter().cloned());
+    }
+}
+
+/// Adds (or replaces) the definition of SearchParameter `resource_id`; it is
+/// not searchable until [`set_custom_ready`] names it.
+pub fn register_custom(
+    resource_id: &str,
+    url: &str,
+    code: &str,
+    kind: ParamType,
+    bases: &[String],
+    targets: &[String],
+    expression: &str,
+) {
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    let id = custom_id(resource_id);
+    let param: &'static SearchParam = Box::leak(Box::new(SearchParam {
+        id: leak(&id),
+        url: leak(url),
+        code: leak(code),
+        kind,
+        bases: bases.iter().map(|b| leak(b)).collect(),
+        targets: targets.iter().map(|t| leak(t)).collect(),
+        expression_text: Some(leak(expression)),
+        expression: Some(fhirpath::compile(expression)),
+        components: Vec::new(),
+    }));
+    if let Ok(mut c) = CUSTOM.write() {
+        c.params.retain(|(rid, _)| rid != resource_id);
+        c.params.push((resource_id.to_owned(), param));
+        c.ready.remove(&id);
+    }
+}
+
+/// The ids of the added parameters, as registered.
+pub fn custom_ids() -> Vec<String> {
+    CUSTOM
+        .read()
+        .map(|c| c.params.iter().map(|(_, p)| p.id.to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Removes the definition of SearchParameter `resource_id` (deleted, retired).
+pub fn unregister_custom(resource_id: &str) {
+    if let Ok(mut c) = CUSTOM.write() {
+        c.params.retain(|(rid, _)| rid != resource_id);
+        c.ready.remove(&custom_id(resource_id));
     }
 }
 

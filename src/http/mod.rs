@@ -8,6 +8,7 @@ mod delete;
 mod history;
 mod metadata;
 mod read;
+mod reindex;
 mod search;
 mod update;
 
@@ -93,6 +94,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource("/{type}/{id}/_history/{vid}")
                 .route(web::get().to(read::vread))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/$reindex")
+                .route(web::get().to(reindex::status))
                 .default_service(method_not_allowed()),
         )
         .service(

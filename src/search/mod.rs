@@ -5,6 +5,7 @@
 //! SearchParameter registry; the store writes them in the resource's transaction
 //! (to come), and queries read them.
 
+pub mod custom;
 pub mod extract;
 pub mod normalize;
 pub mod plan;

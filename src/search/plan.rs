@@ -14,7 +14,7 @@ use super::extract::{IndexEntry, IndexValue, date_range};
 use super::normalize;
 use super::query::{Criterion, Filter, Modifier, Prefix, SearchRequest, SearchValue};
 use crate::error::{ApiError, ErrorKind};
-use crate::fhir::search_params::{ParamType, SearchParam, r4};
+use crate::fhir::search_params::{ParamType, SearchParam, custom_ready, r4};
 
 /// Whether a parameter's values identify a person, so that they may not be
 /// stored in clear.
@@ -55,7 +55,9 @@ pub fn is_searchable(p: &SearchParam) -> bool {
         }
         _ => false,
     };
-    p.code == "_id" || p.code == "_lastUpdated" || (matches!(p.expression, Some(Ok(_))) && indexed)
+    p.code == "_id"
+        || p.code == "_lastUpdated"
+        || (matches!(p.expression, Some(Ok(_))) && indexed && custom_ready(p))
 }
 
 /// Longest normalised string prefix that is hashed into the index.

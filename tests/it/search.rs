@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
-use crate::every_plan;
 use crate::support::{TestApp, json};
+use crate::{both_backends, every_plan};
 
 async fn ids(app: &TestApp, query: &str) -> Vec<String> {
     let (status, bundle) = json(app.get(query).await).await;
@@ -1050,3 +1050,99 @@ async fn pending_reindex_jobs_share_one_pass(app: TestApp) {
     );
 }
 every_plan!(pending_reindex_jobs_share_one_pass);
+
+/// A SearchParameter resource adds a search parameter: resources stored before
+/// it are indexed by a background reindex job (its state at `$reindex`), later
+/// writes as they happen; it survives a restart and goes with a delete.
+async fn added_search_parameters(app: TestApp) {
+    // Parameters are registered process-wide: a code of this run's own.
+    let code = format!(
+        "eye-colour-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let ext = "http://example.org/eye-colour";
+    for (id, colour) in [("p1", "blue"), ("p2", "brown")] {
+        let p = json!({"resourceType": "Patient", "id": id,
+                       "extension": [{"url": ext, "valueCode": colour}]});
+        assert!(
+            app.put(&format!("Patient/{id}"), p.to_string())
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    let sp = |status: &str, expression: &str| {
+        json!({"resourceType": "SearchParameter", "id": "sp1", "url": "http://example.org/sp/eye-colour",
+               "name": "EyeColour", "status": status, "description": "Eye colour", "code": code,
+               "base": ["Patient"], "type": "token", "expression": expression})
+    };
+    let bad = sp("active", "Patient.name.select(given)");
+    assert_eq!(
+        app.put("SearchParameter/sp1", bad.to_string())
+            .await
+            .status(),
+        422
+    );
+    let good = sp("active", &format!("Patient.extension('{ext}').value"));
+    assert!(
+        app.put("SearchParameter/sp1", good.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    // The job runs in the background; the parameter answers once it is done.
+    let query = format!("Patient?{code}=blue");
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        let res = app.get(&query).await;
+        if res.status() == 200 {
+            let (_, b) = json(res).await;
+            found = b["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect();
+            break;
+        }
+        assert_eq!(res.status(), 501, "not searchable until indexed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found, ["p1"]);
+    let (status, jobs) = json(app.get("$reindex").await).await;
+    assert_eq!(status, 200);
+    let job = jobs["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["part"][0]["valueString"] == "custom:sp1:v1")
+        .unwrap_or_else(|| panic!("{jobs}"));
+    assert_eq!(job["part"][2]["valueBoolean"], true);
+    // Later writes are indexed as they happen.
+    let p3 = json!({"resourceType": "Patient", "id": "p3", "extension": [{"url": ext, "valueCode": "blue"}]});
+    assert!(
+        app.put("Patient/p3", p3.to_string())
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(ids(&app, &query).await, ["p1", "p3"]);
+    // A restart registers it again from the store.
+    let config = app.config.clone();
+    let again = TestApp::start_with(app.backend, |c| *c = config.clone()).await;
+    assert_eq!(ids(&again, &query).await, ["p1", "p3"]);
+    // Deleted, it is an unknown parameter again.
+    assert_eq!(again.delete("SearchParameter/sp1").await.status(), 204);
+    let res = again
+        .client
+        .get(again.url(&query))
+        .header("prefer", "handling=strict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+both_backends!(added_search_parameters);

@@ -10,10 +10,10 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, ReindexProgress, SearchRow,
-    VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment, idx_date,
-    idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token, idx_uri,
-    reindex_jobs, resource_history, resources,
+    CountRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress,
+    SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment,
+    idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token,
+    idx_uri, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
@@ -422,6 +422,16 @@ impl hearth_store::Store for PgStore {
             .load(&mut c)
             .await?;
         Ok(rows.into_iter().map(SearchHit::from).collect())
+    }
+
+    async fn add_reindex_job(&self, tenant: &str, name: &str, reason: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::insert_into(reindex_jobs::table)
+            .values(NewReindexJob::new(tenant, name, reason))
+            .on_conflict_do_nothing()
+            .execute(&mut c)
+            .await?;
+        Ok(())
     }
 
     async fn reindex_jobs(&self) -> StoreResult<Vec<ReindexJob>> {

@@ -10,10 +10,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewVersion, ReindexJobRow, ReindexProgress, SearchRow,
-    VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment, idx_date,
-    idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token, idx_uri,
-    reindex_jobs, resource_history, resources,
+    CountRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress,
+    SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment,
+    idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token,
+    idx_uri, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
@@ -457,6 +457,18 @@ impl hearth_store::Store for SqliteStore {
         self.with_reader(move |c| {
             let rows: Vec<SearchRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
             Ok(rows.into_iter().map(SearchHit::from).collect())
+        })
+        .await
+    }
+
+    async fn add_reindex_job(&self, tenant: &str, name: &str, reason: &str) -> StoreResult<()> {
+        let (tenant, name, reason) = (tenant.to_owned(), name.to_owned(), reason.to_owned());
+        self.with_writer(move |c| {
+            diesel::insert_into(reindex_jobs::table)
+                .values(NewReindexJob::new(&tenant, &name, &reason))
+                .on_conflict_do_nothing()
+                .execute(c)?;
+            Ok(())
         })
         .await
     }

@@ -305,6 +305,14 @@ pub trait Store: Send + Sync {
     /// Every reindex job, finished or not, oldest first.
     fn reindex_jobs(&self) -> impl Future<Output = StoreResult<Vec<ReindexJob>>> + Send;
 
+    /// Queues a reindex job for a tenant (nothing if one of that name exists).
+    fn add_reindex_job(
+        &self,
+        tenant: &str,
+        name: &str,
+        reason: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// The next live resources of a tenant after `after` (type, id), in that order.
     fn reindex_batch(
         &self,

@@ -427,6 +427,38 @@ diesel::table! {
     }
 }
 
+/// A new reindex job, from the start.
+#[derive(Insertable)]
+#[diesel(table_name = reindex_jobs)]
+pub struct NewReindexJob<'a> {
+    pub tenant: &'a str,
+    pub name: &'a str,
+    pub reason: &'a str,
+    pub done: bool,
+    pub after_type: &'a str,
+    pub after_id: &'a str,
+    pub processed: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl<'a> NewReindexJob<'a> {
+    pub fn new(tenant: &'a str, name: &'a str, reason: &'a str) -> Self {
+        let now = crate::now_micros();
+        NewReindexJob {
+            tenant,
+            name,
+            reason,
+            done: false,
+            after_type: "",
+            after_id: "",
+            processed: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A reindex job's progress after a batch.
 #[derive(AsChangeset)]
 #[diesel(table_name = reindex_jobs)]
