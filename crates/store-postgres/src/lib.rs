@@ -10,10 +10,10 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress,
-    SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment,
-    idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token,
-    idx_uri, reindex_jobs, resource_history, resources,
+    CountRow, EstimateRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow,
+    ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns,
+    idx_compartment, idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash,
+    idx_token, idx_uri, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
@@ -272,13 +272,11 @@ async fn replace_index(
 
 /// Which condition drives a search, from capped counts of each.
 async fn driver(c: &mut AsyncPgConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
-    let mut counts = Vec::new();
-    for (i, sql, binds) in estimates_sql(tenant, q, Placeholders::Numbered) {
-        let row: CountRow = bound_query::<diesel::pg::Pg>(sql, binds)
-            .get_result(c)
-            .await?;
-        counts.push((i, u64::try_from(row.n).unwrap_or(0)));
-    }
+    let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Numbered) else {
+        return Ok(choose_driver(q, &[]));
+    };
+    let rows: Vec<EstimateRow> = bound_query::<diesel::pg::Pg>(sql, binds).load(c).await?;
+    let counts: Vec<(usize, u64)> = rows.iter().map(EstimateRow::pair).collect();
     Ok(choose_driver(q, &counts))
 }
 
@@ -390,14 +388,23 @@ impl hearth_store::Store for PgStore {
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         let mut c = self.conn().await?;
         let c: &mut AsyncPgConnection = &mut c;
-        // One transaction (repeatable read): every statement sees the same snapshot.
+        // The estimates only choose the plan; the search itself is one
+        // statement, or several in one repeatable-read transaction so that
+        // every statement sees the same snapshot.
+        let driver = driver(c, tenant, q).await?;
+        let mut statements = search_sql(tenant, q, Placeholders::Numbered, driver);
+        if statements.len() == 1
+            && let Some((sql, binds)) = statements.pop()
+        {
+            let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds).load(c).await?;
+            return Ok(rows.into_iter().map(SearchHit::from).collect());
+        }
         c.build_transaction()
             .read_only()
             .repeatable_read()
             .run::<_, StoreError, _>(async |c| {
-                let driver = driver(c, tenant, q).await?;
                 let mut hits = Vec::new();
-                for (sql, binds) in search_sql(tenant, q, Placeholders::Numbered, driver) {
+                for (sql, binds) in statements {
                     if hits.len() >= q.limit as usize {
                         break;
                     }

@@ -10,10 +10,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress,
-    SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns, idx_compartment,
-    idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash, idx_token,
-    idx_uri, reindex_jobs, resource_history, resources,
+    CountRow, EstimateRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow,
+    ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns,
+    idx_compartment, idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash,
+    idx_token, idx_uri, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
@@ -270,11 +270,11 @@ fn replace_index(
 
 /// Which condition drives a search, from capped counts of each.
 fn driver(c: &mut SqliteConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
-    let mut counts = Vec::new();
-    for (i, sql, binds) in estimates_sql(tenant, q, Placeholders::Question) {
-        let row: CountRow = bound_query::<diesel::sqlite::Sqlite>(sql, binds).get_result(c)?;
-        counts.push((i, u64::try_from(row.n).unwrap_or(0)));
-    }
+    let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Question) else {
+        return Ok(choose_driver(q, &[]));
+    };
+    let rows: Vec<EstimateRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
+    let counts: Vec<(usize, u64)> = rows.iter().map(EstimateRow::pair).collect();
     Ok(choose_driver(q, &counts))
 }
 

@@ -669,6 +669,25 @@ impl IndexInserts {
     }
 }
 
+/// A row of the estimates of a search: a condition's index and its capped count.
+#[derive(QueryableByName)]
+pub struct EstimateRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub i: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+impl EstimateRow {
+    /// (condition index, capped count), as `search::choose_driver` takes them.
+    pub fn pair(&self) -> (usize, u64) {
+        (
+            usize::try_from(self.i).unwrap_or(usize::MAX),
+            u64::try_from(self.n).unwrap_or(0),
+        )
+    }
+}
+
 /// The one-column result of a count query.
 #[derive(QueryableByName)]
 pub struct CountRow {

@@ -852,30 +852,52 @@ pub enum Driver {
     Condition(usize),
 }
 
-/// For each condition that could drive the query, the SQL counting its matches
-/// up to `drive_below` (one column `n`): a condition matching fewer drives the
-/// query; when all match more, walking in result order finds a page sooner
-/// than building and sorting their sets. Empty when the choice is already
-/// clear (an `_id` condition, or always walking).
+/// One statement counting, for each condition that could drive the query, its
+/// matches up to `drive_below`; rows `(i, n)` with `i` the condition's index.
+/// A condition matching fewer drives the query; when all match more, walking in
+/// result order finds a page sooner than building and sorting their sets.
+/// `None` when the choice is already clear (an `_id` condition, always walking,
+/// or nothing to count).
 pub fn estimates_sql(
     tenant: &str,
     q: &SearchQuery,
     style: Placeholders,
-) -> Vec<(usize, String, Vec<Bind>)> {
+) -> Option<(String, Vec<Bind>)> {
     if q.drive_below == 0 || q.conditions.iter().any(|c| matches!(c, Condition::Id(_))) {
-        return Vec::new();
+        return None;
     }
-    let mut out = Vec::new();
+    let mut sql = Sql::new(style, tenant);
+    let mut parts = Vec::new();
     for (i, c) in q.conditions.iter().enumerate() {
-        let mut sql = Sql::new(style, tenant);
         let Some(rows) = estimated_rows(&mut sql, c, &q.res_type) else {
             continue;
         };
         let cap = sql.int(i64::from(q.drive_below));
-        let text = format!("SELECT COUNT(*) AS n FROM ({rows} LIMIT {cap}) e");
-        out.push((i, text, sql.binds));
+        let index = sql.int(i64::try_from(i).unwrap_or(i64::MAX));
+        parts.push(format!(
+            "SELECT CAST({index} AS BIGINT) AS i, COUNT(*) AS n FROM ({rows} LIMIT {cap}) e{i}"
+        ));
     }
-    out
+    if parts.is_empty() {
+        return None;
+    }
+    Some((parts.join(" UNION ALL "), sql.binds))
+}
+
+/// Whether a condition is met by being in a set of index rows (so it can
+/// drive a query), rather than by being absent from one.
+fn positive_membership(c: &Condition) -> bool {
+    match c {
+        Condition::Token { negate, .. } => !negate,
+        Condition::Missing { missing, .. } => !missing,
+        Condition::Not(_)
+        | Condition::AnyOf(_)
+        | Condition::AllOf(_)
+        | Condition::Id(_)
+        | Condition::LastUpdated(_) => false,
+        Condition::Has { inner, .. } => positive_membership(inner),
+        _ => true,
+    }
 }
 
 /// Rows whose number bounds the matches of `c` among resources of `res_type`.
@@ -889,8 +911,12 @@ fn estimated_rows(sql: &mut Sql, c: &Condition, res_type: &str) -> Option<String
     {
         return estimated_rows(sql, inner, source_type);
     }
+    if !positive_membership(c) {
+        // Decided before anything is bound: the estimates share one statement.
+        return None;
+    }
     let rt = sql.text(res_type);
-    let m = membership(sql, c, 0, Form::In).filter(|m| !m.negated)?;
+    let m = membership(sql, c, 0, Form::In)?;
     Some(format!(
         "SELECT 1 AS one {core} AND {ty} = {rt}",
         core = m.core,
