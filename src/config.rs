@@ -221,7 +221,7 @@ impl Default for FhirConfig {
             default_page_size: 50,
             default_search_count: 20,
             max_page_size: 1000,
-            search_drive_below: 4096,
+            search_drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,
         }
     }
 }

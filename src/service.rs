@@ -124,12 +124,7 @@ impl Service {
             None
         };
         let resource = Json::Object(obj);
-        let index = plan::index_rows(
-            res_type,
-            &extract(&resource),
-            &|input| self.search_hash(tenant, input),
-            self.local_base.as_deref(),
-        )?;
+        let index = self.index_rows(tenant, res_type, &resource)?;
         let Json::Object(obj) = resource else {
             return Err(ApiError::internal("resource is not an object"));
         };
@@ -214,6 +209,22 @@ impl Service {
         })
     }
 
+    /// The search index rows of a resource of `res_type` (the same on every
+    /// write and on reindexing).
+    fn index_rows(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        resource: &Json,
+    ) -> Result<Vec<hearth_store::IndexRow>, ApiError> {
+        plan::index_rows(
+            res_type,
+            &extract(resource),
+            &|input| self.search_hash(tenant, input),
+            self.local_base.as_deref(),
+        )
+    }
+
     /// Runs the unfinished reindex jobs of a tenant to their end: each batch of
     /// live resources is opened, its index rows extracted again and written in
     /// one transaction with the job's new position, so a stopped job resumes
@@ -235,52 +246,45 @@ impl Service {
             return Ok(0);
         };
         let others: Vec<_> = pending.into_iter().filter(|j| j.name != job.name).collect();
-        {
-            tracing::info!(job = %job.name, reason = %job.reason, "reindex job started");
-            loop {
-                let versions = self
-                    .store
-                    .reindex_batch(tenant, (&job.after.0, &job.after.1), BATCH)
-                    .await?;
-                let finished = versions.len() < BATCH as usize;
-                let mut batch = Vec::with_capacity(versions.len());
-                for v in versions {
-                    let opened = self.open(tenant, v).await?;
-                    let resource = crate::json::parse(&opened.body).map_err(|_| {
-                        ApiError::internal(format!(
-                            "stored body of {}/{} is not JSON",
-                            opened.res_type, opened.id
-                        ))
-                    })?;
-                    let index = plan::index_rows(
-                        &opened.res_type,
-                        &extract(&resource),
-                        &|input| self.search_hash(tenant, input),
-                        self.local_base.as_deref(),
-                    )?;
-                    batch.push(hearth_store::Reindexed {
-                        res_type: opened.res_type,
-                        id: opened.id,
-                        version: opened.version,
-                        last_updated: opened.last_updated,
-                        index,
-                    });
-                }
-                let n = batch.len() as u64;
-                let last = batch.last().map(|r| (r.res_type.clone(), r.id.clone()));
-                self.store.reindex_apply(&job, batch, finished).await?;
-                total += n;
-                job.processed += n as i64;
-                if let Some(last) = last {
-                    job.after = last;
-                }
-                if finished {
-                    break;
-                }
-                tracing::info!(job = %job.name, processed = job.processed, "reindexing");
+        tracing::info!(job = %job.name, reason = %job.reason, "reindex job started");
+        loop {
+            let versions = self
+                .store
+                .reindex_batch(tenant, (&job.after.0, &job.after.1), BATCH)
+                .await?;
+            let finished = versions.len() < BATCH as usize;
+            let mut batch = Vec::with_capacity(versions.len());
+            for v in versions {
+                let opened = self.open(tenant, v).await?;
+                let resource = crate::json::parse(&opened.body).map_err(|_| {
+                    ApiError::internal(format!(
+                        "stored body of {}/{} is not JSON",
+                        opened.res_type, opened.id
+                    ))
+                })?;
+                let index = self.index_rows(tenant, &opened.res_type, &resource)?;
+                batch.push(hearth_store::Reindexed {
+                    res_type: opened.res_type,
+                    id: opened.id,
+                    version: opened.version,
+                    last_updated: opened.last_updated,
+                    index,
+                });
             }
-            tracing::info!(job = %job.name, processed = job.processed, "reindex job finished");
+            let n = batch.len() as u64;
+            let last = batch.last().map(|r| (r.res_type.clone(), r.id.clone()));
+            self.store.reindex_apply(&job, batch, finished).await?;
+            total += n;
+            job.processed += n as i64;
+            if let Some(last) = last {
+                job.after = last;
+            }
+            if finished {
+                break;
+            }
+            tracing::info!(job = %job.name, processed = job.processed, "reindexing");
         }
+        tracing::info!(job = %job.name, processed = job.processed, "reindex job finished");
         for other in others {
             self.store.reindex_apply(&other, Vec::new(), true).await?;
             tracing::info!(job = %other.name, by = %job.name, "reindex job done by the same pass");
@@ -302,15 +306,7 @@ impl Service {
             crate::fhir::search_params::unregister_custom(id);
             return Ok(());
         };
-        crate::fhir::search_params::register_custom(
-            id,
-            &d.url,
-            &d.code,
-            d.kind,
-            &d.bases,
-            &d.targets,
-            &d.expression,
-        );
+        d.register(id);
         let job = crate::search::custom::job_name(id, version);
         self.store
             .add_reindex_job(tenant, &job, &format!("search parameter {}", d.code))
@@ -374,15 +370,7 @@ impl Service {
                 };
                 // A definition that cannot be used here is skipped, not fatal.
                 if let Ok(Some(d)) = crate::search::custom::definition(&sp) {
-                    crate::fhir::search_params::register_custom(
-                        &rv.id,
-                        &d.url,
-                        &d.code,
-                        d.kind,
-                        &d.bases,
-                        &d.targets,
-                        &d.expression,
-                    );
+                    d.register(&rv.id);
                     n += 1;
                 }
             }

@@ -230,10 +230,7 @@ async fn search_checked(
     loop {
         let batch = state.service.search(DEFAULT_TENANT, &q).await?;
         let full = batch.len() == q.limit as usize;
-        let last = batch.last().map(|(_, c)| Cursor {
-            backward,
-            ..c.clone()
-        });
+        let last = batch.last().map(|(_, c)| c.toward(backward));
         for (r, c) in batch {
             if passes(&r, checks)? {
                 kept.push((r, c));
@@ -414,9 +411,11 @@ async fn run_system(
     let mut next = None;
     for parsed in &parsed_all {
         let t = parsed.resource_type.as_str();
+        let checks = plan::rechecks(parsed)?;
         if let Some(n) = total.as_mut() {
-            let q = plan::store_query(parsed, None, 1, &hasher)?;
-            *n += count_checked(state, &q, &plan::rechecks(parsed)?).await?;
+            let mut q = plan::store_query(parsed, None, 1, &hasher)?;
+            q.drive_below = state.search_drive_below;
+            *n += count_checked(state, &q, &checks).await?;
         }
         if only_count || next.is_some() || t < after_type.as_str() {
             continue;
@@ -434,7 +433,7 @@ async fn run_system(
             &hasher,
         )?;
         q.drive_below = state.search_drive_below;
-        let mut hits = search_checked(state, &q, &plan::rechecks(parsed)?).await?;
+        let mut hits = search_checked(state, &q, &checks).await?;
         if hits.len() > room {
             hits.truncate(room);
             let last = hits.last().map_or_else(
@@ -547,29 +546,21 @@ async fn run(
     if backward {
         hits.reverse();
     }
-    let forward_from = |c: &Cursor| Cursor {
-        backward: false,
-        ..c.clone()
-    };
-    let backward_from = |c: &Cursor| Cursor {
-        backward: true,
-        ..c.clone()
-    };
     let (next, previous) = if backward {
         (
-            hits.last().map(|(_, c)| forward_from(c).encode()),
+            hits.last().map(|(_, c)| c.toward(false).encode()),
             hits.first()
                 .filter(|_| more)
-                .map(|(_, c)| backward_from(c).encode()),
+                .map(|(_, c)| c.toward(true).encode()),
         )
     } else {
         (
             hits.last()
                 .filter(|_| more)
-                .map(|(_, c)| forward_from(c).encode()),
+                .map(|(_, c)| c.toward(false).encode()),
             hits.first()
                 .filter(|_| q.after.is_some())
-                .map(|(_, c)| backward_from(c).encode()),
+                .map(|(_, c)| c.toward(true).encode()),
         )
     };
     let mut found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();

@@ -40,6 +40,22 @@ fn texts(o: &Object, name: &str) -> Vec<String> {
     }
 }
 
+impl Definition {
+    /// Registers this definition as SearchParameter `resource_id`'s parameter
+    /// (not searchable until its reindex job is done).
+    pub fn register(&self, resource_id: &str) {
+        crate::fhir::search_params::register_custom(
+            resource_id,
+            &self.url,
+            &self.code,
+            self.kind,
+            &self.bases,
+            &self.targets,
+            &self.expression,
+        );
+    }
+}
+
 /// The definition of an active SearchParameter, `None` when it is not active
 /// or has no expression; 422 when it is active but cannot be indexed here.
 pub fn definition(sp: &Object) -> Result<Option<Definition>, ApiError> {

@@ -1194,7 +1194,7 @@ pub fn store_query(
         sort: sort(req)?,
         after,
         limit,
-        drive_below: 4096,
+        drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,
     })
 }
 

@@ -193,6 +193,9 @@ pub struct SearchQuery {
     pub drive_below: u32,
 }
 
+/// The default of `SearchQuery::drive_below` (`fhir.search_drive_below`).
+pub const DEFAULT_DRIVE_BELOW: u32 = 4096;
+
 /// The parameter that sorts by a version's `lastUpdated`.
 pub const LAST_UPDATED: &str = "_lastUpdated";
 
@@ -241,10 +244,10 @@ impl Cursor {
         format!("{dir}k{}~{}", keys.join("."), self.id)
     }
 
-    /// The same position, read in the other direction.
-    pub fn reversed(&self) -> Cursor {
+    /// The same position, read forward (`next`) or backward (`previous`).
+    pub fn toward(&self, backward: bool) -> Cursor {
         Cursor {
-            backward: !self.backward,
+            backward,
             ..self.clone()
         }
     }
@@ -1251,7 +1254,7 @@ mod tests {
                 backward: false,
             }),
             limit: 21,
-            drive_below: 4096,
+            drive_below: DEFAULT_DRIVE_BELOW,
         };
         let statements = search_sql("default", &q, Placeholders::Numbered, Driver::Walk);
         assert_eq!(statements.len(), 2, "keyed, then unkeyed");
