@@ -151,6 +151,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         public_url: config.http.public_url.clone(),
         capability: http::metadata_statement(&started),
         max_body_bytes: config.http.max_body_bytes,
+        max_bundle_entries: config.fhir.max_bundle_entries,
         default_page_size: config.fhir.default_page_size,
         default_search_count: config.fhir.default_search_count,
         max_page_size: config.fhir.max_page_size,

@@ -213,6 +213,8 @@ pub struct FhirConfig {
     /// when every condition matches more, results are found by walking the
     /// resources in result order. 0 always walks.
     pub search_drive_below: u32,
+    /// Most entries accepted in a batch or transaction Bundle (413 beyond).
+    pub max_bundle_entries: usize,
 }
 
 impl Default for FhirConfig {
@@ -222,6 +224,7 @@ impl Default for FhirConfig {
             default_search_count: 20,
             max_page_size: 1000,
             search_drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,
+            max_bundle_entries: 10_000,
         }
     }
 }
@@ -334,6 +337,9 @@ impl Config {
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             return invalid("http.public_url", "must be an http:// or https:// URL");
+        }
+        if self.fhir.max_bundle_entries == 0 {
+            return invalid("fhir.max_bundle_entries", "must be at least 1");
         }
         if self.http.max_body_bytes < 1024 {
             return invalid("http.max_body_bytes", "must be at least 1024");

@@ -3,11 +3,13 @@
 //! See `docs/ARCHITECTURE.md` for the map.
 
 pub mod app;
+pub mod bundle;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod fhir;
 pub mod http;
+pub mod import;
 pub mod json;
 pub mod search;
 pub mod service;

@@ -109,7 +109,7 @@ impl Service {
         self.put(tenant, res_type, id, obj, precondition).await
     }
 
-    async fn put(
+    pub(crate) async fn put(
         &self,
         tenant: &str,
         res_type: &str,
@@ -117,6 +117,24 @@ impl Service {
         obj: crate::json::Object,
         precondition: Precondition,
     ) -> Result<(ResourceVersion, bool), ApiError> {
+        let mut prepared = self.prepare_put(tenant, res_type, id, obj, precondition)?;
+        let seal = prepared.take_seal()?;
+        let outcome = self.store.write(tenant, &prepared.intent(), seal).await?;
+        self.finish_put(tenant, prepared, outcome).await
+    }
+
+    /// Everything of a put before the store: validation is done by the
+    /// caller; here the index rows are computed and the body is set up to
+    /// be finished and sealed inside the write transaction, once the version
+    /// is known.
+    pub(crate) fn prepare_put(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        obj: crate::json::Object,
+        precondition: Precondition,
+    ) -> Result<PreparedPut, ApiError> {
         let last_updated = now_micros();
         let definition = if res_type == "SearchParameter" {
             crate::search::custom::definition(&obj)?
@@ -128,16 +146,7 @@ impl Service {
         let Json::Object(obj) = resource else {
             return Err(ApiError::internal("resource is not an object"));
         };
-        let intent = WriteIntent {
-            res_type,
-            id,
-            precondition,
-            kind: WriteKind::Put,
-            last_updated,
-            index: &index,
-        };
-        // The body is finished inside the transaction, once the version is known;
-        // the plaintext comes back through this slot for the response.
+        // The plaintext comes back through this slot for the response.
         let slot: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let seal = {
             let (slot, keys) = (slot.clone(), self.keys.clone());
@@ -160,29 +169,80 @@ impl Service {
                 Ok(sealed)
             })
         };
-        let outcome = self.store.write(tenant, &intent, seal).await?;
+        Ok(PreparedPut {
+            res_type: res_type.to_owned(),
+            id: id.to_owned(),
+            precondition,
+            last_updated,
+            index,
+            definition,
+            slot,
+            seal: Some(seal),
+        })
+    }
+
+    /// After the store kept a put: what follows a SearchParameter write, and
+    /// the version as stored.
+    pub(crate) async fn finish_put(
+        &self,
+        tenant: &str,
+        prepared: PreparedPut,
+        outcome: WriteOutcome,
+    ) -> Result<(ResourceVersion, bool), ApiError> {
         let WriteOutcome::Written { version, created } = outcome else {
             return Err(ApiError::internal("a put reported no write"));
         };
-        if res_type == "SearchParameter" {
-            self.search_parameter_written(tenant, id, version, definition)
+        if prepared.res_type == "SearchParameter" {
+            self.search_parameter_written(tenant, &prepared.id, version, prepared.definition)
                 .await?;
         }
-        let body = slot
+        let body = prepared
+            .slot
             .lock()
             .ok()
             .and_then(|mut s| s.take())
             .ok_or_else(|| ApiError::internal("sealed body missing after write"))?;
         Ok((
             ResourceVersion {
-                res_type: res_type.to_owned(),
-                id: id.to_owned(),
+                res_type: prepared.res_type,
+                id: prepared.id,
                 version,
-                last_updated,
+                last_updated: prepared.last_updated,
                 body,
             },
             created,
         ))
+    }
+
+    /// After the store kept a delete.
+    pub(crate) fn finish_delete(
+        res_type: &str,
+        id: &str,
+        outcome: WriteOutcome,
+    ) -> Result<DeleteResult, ApiError> {
+        if res_type == "SearchParameter" {
+            crate::fhir::search_params::unregister_custom(id);
+        }
+        match outcome {
+            WriteOutcome::Written { version, .. } => Ok(DeleteResult::Deleted { version }),
+            WriteOutcome::AlreadyDeleted { .. } => Ok(DeleteResult::AlreadyDeleted),
+            WriteOutcome::NotFound => Err(not_found(res_type, id)),
+        }
+    }
+
+    /// Several writes kept together or not at all (see `Store::write_all`).
+    pub(crate) async fn write_all(
+        &self,
+        tenant: &str,
+        writes: Vec<(WriteIntent<'_>, hearth_store::SealFn)>,
+        imported: Option<hearth_store::schema::ImportedFile>,
+    ) -> Result<Vec<WriteOutcome>, hearth_store::WriteAllError> {
+        self.store.write_all(tenant, writes, imported).await
+    }
+
+    /// The store, for the bulk import's bookkeeping.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
     }
 
     async fn open(&self, tenant: &str, v: StoredVersion) -> Result<ResourceVersion, ApiError> {
@@ -456,17 +516,8 @@ impl Service {
             last_updated: now_micros(),
             index: &[],
         };
-        let no_body: hearth_store::SealFn =
-            Box::new(|_| Err(StoreError::Internal("a delete has no body to seal".into())));
-        let outcome = self.store.write(tenant, &intent, no_body).await?;
-        if res_type == "SearchParameter" {
-            crate::fhir::search_params::unregister_custom(id);
-        }
-        match outcome {
-            WriteOutcome::Written { version, .. } => Ok(DeleteResult::Deleted { version }),
-            WriteOutcome::AlreadyDeleted { .. } => Ok(DeleteResult::AlreadyDeleted),
-            WriteOutcome::NotFound => Err(not_found(res_type, id)),
-        }
+        let outcome = self.store.write(tenant, &intent, no_body()).await?;
+        Self::finish_delete(res_type, id, outcome)
     }
 
     /// The keyed hash of an identifying index value (see `search::plan`).
@@ -575,6 +626,43 @@ fn gone(res_type: &str, id: &str) -> ApiError {
             format!("{res_type}/{id} was deleted"),
         )],
     )
+}
+
+/// The seal function of a delete, which has no body (never called).
+pub(crate) fn no_body() -> hearth_store::SealFn {
+    Box::new(|_| Err(StoreError::Internal("a delete has no body to seal".into())))
+}
+
+/// A put made ready for the store by [`Service::prepare_put`].
+pub(crate) struct PreparedPut {
+    pub res_type: String,
+    pub id: String,
+    precondition: Precondition,
+    pub last_updated: i64,
+    index: Vec<hearth_store::IndexRow>,
+    definition: Option<crate::search::custom::Definition>,
+    slot: Arc<Mutex<Option<Vec<u8>>>>,
+    seal: Option<hearth_store::SealFn>,
+}
+
+impl PreparedPut {
+    pub fn intent(&self) -> WriteIntent<'_> {
+        WriteIntent {
+            res_type: &self.res_type,
+            id: &self.id,
+            precondition: self.precondition,
+            kind: WriteKind::Put,
+            last_updated: self.last_updated,
+            index: &self.index,
+        }
+    }
+
+    /// The seal function, once.
+    pub fn take_seal(&mut self) -> Result<hearth_store::SealFn, ApiError> {
+        self.seal
+            .take()
+            .ok_or_else(|| ApiError::internal("a put was sealed twice"))
+    }
 }
 
 /// A random version-4 UUID as a resource id.

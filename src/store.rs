@@ -1,5 +1,6 @@
 //! The store chosen at start-up: PostgreSQL or the embedded SQLite file.
 
+use hearth_store::schema::ImportedFile;
 use hearth_store::{
     HistoryEntry, HistoryQuery, SealFn, Store, StoreResult, StoredVersion, WrappedKey, WriteIntent,
     WriteOutcome,
@@ -65,6 +66,23 @@ impl Store for AnyStore {
         seal: SealFn,
     ) -> StoreResult<WriteOutcome> {
         delegate!(self, s => s.write(tenant, intent, seal))
+    }
+
+    async fn write_all(
+        &self,
+        tenant: &str,
+        writes: Vec<(WriteIntent<'_>, SealFn)>,
+        imported: Option<ImportedFile>,
+    ) -> Result<Vec<WriteOutcome>, hearth_store::WriteAllError> {
+        delegate!(self, s => s.write_all(tenant, writes, imported))
+    }
+
+    async fn is_imported(&self, tenant: &str, digest: &str) -> StoreResult<bool> {
+        delegate!(self, s => s.is_imported(tenant, digest))
+    }
+
+    async fn record_import(&self, file: ImportedFile) -> StoreResult<()> {
+        delegate!(self, s => s.record_import(file))
     }
 
     async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {

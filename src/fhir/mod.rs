@@ -57,6 +57,13 @@ pub fn parse_resource(body: &[u8], expect: Expect<'_>) -> Result<Object, ApiErro
             ApiError::invalid(format!("invalid JSON: {e}"))
         }
     })?;
+    check_resource(value, expect)
+}
+
+/// Validates a parsed resource as [`parse_resource`] does (a bundle entry's
+/// resource comes this way).
+pub fn check_resource(value: Json, expect: Expect<'_>) -> Result<Object, ApiError> {
+    let res_type = expect.res_type();
     let Json::Object(mut obj) = value else {
         return Err(ApiError::invalid(
             "the body must be a JSON object (a FHIR resource)",

@@ -3,6 +3,7 @@
 //! Handlers are adapters, one file per interaction: extract, call the service,
 //! respond.
 
+mod bundle;
 mod create;
 mod delete;
 mod history;
@@ -39,6 +40,7 @@ pub struct AppState {
     /// The CapabilityStatement, rendered once at start-up.
     pub capability: Vec<u8>,
     pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
     pub default_page_size: u32,
     pub default_search_count: u32,
     pub max_page_size: u32,
@@ -64,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource(["", "/"])
                 .route(web::get().to(search::system))
+                .route(web::post().to(bundle::post))
                 .default_service(method_not_allowed()),
         )
         .service(

@@ -4,11 +4,13 @@
 
 mod support;
 
+mod bundle;
 mod concurrency;
 mod conformance;
 mod crud;
 mod encryption;
 mod http_semantics;
+mod import;
 mod plans;
 mod roundtrip;
 mod search;

@@ -1063,6 +1063,8 @@ async fn added_search_parameters(app: TestApp) {
             .unwrap()
             .as_nanos()
     );
+    // So is the SearchParameter's id (the registry is keyed by it).
+    let sp_id = format!("sp-{}", &code[11..]);
     let ext = "http://example.org/eye-colour";
     for (id, colour) in [("p1", "blue"), ("p2", "brown")] {
         let p = json!({"resourceType": "Patient", "id": id,
@@ -1075,20 +1077,20 @@ async fn added_search_parameters(app: TestApp) {
         );
     }
     let sp = |status: &str, expression: &str| {
-        json!({"resourceType": "SearchParameter", "id": "sp1", "url": "http://example.org/sp/eye-colour",
+        json!({"resourceType": "SearchParameter", "id": sp_id, "url": "http://example.org/sp/eye-colour",
                "name": "EyeColour", "status": status, "description": "Eye colour", "code": code,
                "base": ["Patient"], "type": "token", "expression": expression})
     };
     let bad = sp("active", "Patient.name.select(given)");
     assert_eq!(
-        app.put("SearchParameter/sp1", bad.to_string())
+        app.put(&format!("SearchParameter/{sp_id}"), bad.to_string())
             .await
             .status(),
         422
     );
     let good = sp("active", &format!("Patient.extension('{ext}').value"));
     assert!(
-        app.put("SearchParameter/sp1", good.to_string())
+        app.put(&format!("SearchParameter/{sp_id}"), good.to_string())
             .await
             .status()
             .is_success()
@@ -1118,7 +1120,7 @@ async fn added_search_parameters(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|j| j["part"][0]["valueString"] == "custom:sp1:v1")
+        .find(|j| j["part"][0]["valueString"] == format!("custom:{sp_id}:v1"))
         .unwrap_or_else(|| panic!("{jobs}"));
     assert_eq!(job["part"][2]["valueBoolean"], true);
     // Later writes are indexed as they happen.
@@ -1135,7 +1137,13 @@ async fn added_search_parameters(app: TestApp) {
     let again = TestApp::start_with(app.backend, |c| *c = config.clone()).await;
     assert_eq!(ids(&again, &query).await, ["p1", "p3"]);
     // Deleted, it is an unknown parameter again.
-    assert_eq!(again.delete("SearchParameter/sp1").await.status(), 204);
+    assert_eq!(
+        again
+            .delete(&format!("SearchParameter/{sp_id}"))
+            .await
+            .status(),
+        204
+    );
     let res = again
         .client
         .get(again.url(&query))

@@ -8,21 +8,22 @@ use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use std::collections::HashMap;
+
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, EstimateRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow,
-    ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns,
-    idx_compartment, idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash,
-    idx_token, idx_uri, reindex_jobs, resource_history, resources,
+    CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
+    ReindexJobRow, ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations,
+    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
     compartment_sql, count_sql, estimates_sql, search_sql,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Micros, Migration,
-    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey, WriteIntent,
-    WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
+    HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, ReindexJob,
+    Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey, WriteAllError,
+    WriteIntent, WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
 pub use tls::{ConnectOptions, SslMode, UrlError};
@@ -64,6 +65,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0009_text_search_hashes",
         sql: include_str!("../../../schema/postgres/0009_text_search_hashes.sql"),
+    },
+    Migration {
+        name: "0010_imported_files",
+        sql: include_str!("../../../schema/postgres/0010_imported_files.sql"),
     },
 ];
 
@@ -126,10 +131,10 @@ impl PgStore {
         });
     }
 
-    /// Counts a write; every [`ANALYZE_EVERY`] writes, refreshes statistics.
-    fn count_write(&self) {
+    /// Counts writes; every [`ANALYZE_EVERY`] writes, refreshes statistics.
+    fn count_writes(&self, n: u64) {
         use std::sync::atomic::Ordering;
-        if self.writes.fetch_add(1, Ordering::Relaxed) + 1 >= ANALYZE_EVERY {
+        if self.writes.fetch_add(n, Ordering::Relaxed) + n >= ANALYZE_EVERY {
             self.writes.store(0, Ordering::Relaxed);
             self.analyze_soon();
         }
@@ -173,101 +178,86 @@ async fn migrate(c: &mut AsyncPgConnection) -> StoreResult<Vec<String>> {
     .await
 }
 
-async fn write_tx(
+/// The writes of [`Store::write_all`], inside the caller's transaction.
+async fn write_all_tx(
     c: &mut AsyncPgConnection,
     tenant: &str,
-    intent: &WriteIntent<'_>,
-    seal: SealFn,
-) -> StoreResult<WriteOutcome> {
-    let current: Option<(i64, bool)> = resources::table
-        .find((tenant, intent.res_type, intent.id))
-        .select((resources::version, resources::deleted))
-        .for_update()
-        .first(c)
-        .await
-        .optional()
-        .map_err(StoreError::from)?;
-    let (version, created) = match plan_write(current, intent)? {
-        WritePlan::Skip(outcome) => return Ok(outcome),
-        WritePlan::Write { version, created } => (version, created),
-    };
-    let sealed = match intent.kind {
-        WriteKind::Put => Some(seal(version)?),
-        WriteKind::Delete => None,
-    };
-    let row = NewVersion::new(tenant, intent, version, sealed.as_ref());
-    diesel::insert_into(resource_history::table)
-        .values(row.history())
-        .execute(c)
-        .await
-        .map_err(StoreError::from)?;
-    diesel::insert_into(resources::table)
-        .values(&row)
-        .on_conflict((resources::tenant, resources::res_type, resources::id))
-        .do_update()
-        .set(&row)
-        .execute(c)
-        .await
-        .map_err(StoreError::from)?;
-    let index = match intent.kind {
-        WriteKind::Put => Some((intent.index, intent.last_updated)),
-        WriteKind::Delete => None,
-    };
-    replace_index(c, tenant, intent.res_type, intent.id, index).await?;
-    Ok(WriteOutcome::Written { version, created })
+    writes: Vec<(WriteIntent<'_>, SealFn)>,
+) -> Result<Vec<WriteOutcome>, WriteAllError> {
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let mut index = IndexChanges::default();
+    let mut written: HashMap<(String, String), (i64, bool)> = HashMap::new();
+    for (i, (intent, seal)) in writes.into_iter().enumerate() {
+        let at = |e: StoreError| WriteAllError {
+            entry: Some(i),
+            error: e,
+        };
+        let key = (intent.res_type.to_owned(), intent.id.to_owned());
+        let current = match written.get(&key) {
+            Some(c) => Some(*c),
+            None => resources::table
+                .find((tenant, intent.res_type, intent.id))
+                .select((resources::version, resources::deleted))
+                .for_update()
+                .first(c)
+                .await
+                .optional()
+                .map_err(|e| at(e.into()))?,
+        };
+        let (version, created) = match plan_write(current, &intent).map_err(at)? {
+            WritePlan::Skip(outcome) => {
+                outcomes.push(outcome);
+                continue;
+            }
+            WritePlan::Write { version, created } => (version, created),
+        };
+        let sealed = match intent.kind {
+            WriteKind::Put => Some(seal(version).map_err(at)?),
+            WriteKind::Delete => None,
+        };
+        let row = NewVersion::new(tenant, &intent, version, sealed.as_ref());
+        diesel::insert_into(resource_history::table)
+            .values(row.history())
+            .execute(c)
+            .await
+            .map_err(|e| at(e.into()))?;
+        diesel::insert_into(resources::table)
+            .values(&row)
+            .on_conflict((resources::tenant, resources::res_type, resources::id))
+            .do_update()
+            .set(&row)
+            .execute(c)
+            .await
+            .map_err(|e| at(e.into()))?;
+        // A second write of the same resource replaces the rows of the first.
+        if index.touches(intent.res_type, intent.id) {
+            apply_index(c, tenant, std::mem::take(&mut index)).await?;
+        }
+        if current.is_some() {
+            index.delete(intent.res_type, intent.id);
+        }
+        if intent.kind == WriteKind::Put {
+            index.insert(
+                tenant,
+                intent.res_type,
+                intent.id,
+                intent.index,
+                intent.last_updated,
+            );
+        }
+        written.insert(key, (version, intent.kind == WriteKind::Delete));
+        outcomes.push(WriteOutcome::Written { version, created });
+    }
+    apply_index(c, tenant, index).await?;
+    Ok(outcomes)
 }
 
-/// Replaces a resource's index rows: removes them all, then (unless deleted)
-/// inserts those given.
-async fn replace_index(
+async fn apply_index(
     c: &mut AsyncPgConnection,
     tenant: &str,
-    t: &str,
-    id: &str,
-    index: Option<(&[IndexRow], Micros)>,
+    changes: IndexChanges,
 ) -> StoreResult<()> {
-    macro_rules! delete {
-        ($($table:ident),*) => {
-            $(hearth_store::delete_index_rows!($table, tenant, t, id)
-                .execute(c)
-                .await?;)*
-        };
-    }
-    delete!(
-        idx_token,
-        idx_reference,
-        idx_date,
-        idx_string_hash,
-        idx_number,
-        idx_quantity,
-        idx_uri,
-        idx_sort,
-        idx_compartment
-    );
-    let Some((index, last_updated)) = index else {
-        return Ok(());
-    };
-    let rows = IndexInserts::new(tenant, t, id, index, last_updated);
-    macro_rules! insert {
-        ($table:ident, $rows:expr) => {
-            if !$rows.is_empty() {
-                diesel::insert_into($table::table)
-                    .values(&$rows)
-                    .execute(c)
-                    .await?;
-            }
-        };
-    }
-    insert!(idx_token, rows.tokens);
-    insert!(idx_reference, rows.references);
-    insert!(idx_date, rows.dates);
-    insert!(idx_string_hash, rows.string_hashes);
-    insert!(idx_number, rows.numbers);
-    insert!(idx_quantity, rows.quantities);
-    insert!(idx_uri, rows.uris);
-    insert!(idx_sort, rows.sorts);
-    insert!(idx_compartment, rows.compartments);
-    Ok(())
+    hearth_store::apply_index_changes!(c, tenant, changes, await)
 }
 
 /// Which condition drives a search, from capped counts of each.
@@ -333,15 +323,61 @@ impl hearth_store::Store for PgStore {
         intent: &WriteIntent<'_>,
         seal: SealFn,
     ) -> StoreResult<WriteOutcome> {
+        let mut outcomes = self
+            .write_all(tenant, vec![(intent.clone(), seal)], None)
+            .await
+            .map_err(|e| e.error)?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Internal("a write reported no outcome".into()))
+    }
+
+    async fn write_all(
+        &self,
+        tenant: &str,
+        writes: Vec<(WriteIntent<'_>, SealFn)>,
+        imported: Option<ImportedFile>,
+    ) -> Result<Vec<WriteOutcome>, WriteAllError> {
+        let n = writes.len() as u64;
         let mut c = self.conn().await?;
         let c: &mut AsyncPgConnection = &mut c;
-        let outcome = c
-            .transaction::<_, StoreError, _>(async |c| write_tx(c, tenant, intent, seal).await)
+        let outcomes = c
+            .transaction::<_, WriteAllError, _>(async |c| {
+                let outcomes = write_all_tx(c, tenant, writes).await?;
+                if let Some(file) = imported {
+                    diesel::insert_into(imported_files::table)
+                        .values(&file)
+                        .execute(c)
+                        .await?;
+                }
+                Ok(outcomes)
+            })
             .await;
-        if outcome.is_ok() {
-            self.count_write();
+        if outcomes.is_ok() {
+            self.count_writes(n);
         }
-        outcome
+        outcomes
+    }
+
+    async fn is_imported(&self, tenant: &str, digest: &str) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let n: i64 = imported_files::table
+            .filter(imported_files::tenant.eq(tenant))
+            .filter(imported_files::digest.eq(digest))
+            .count()
+            .get_result(&mut c)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn record_import(&self, file: ImportedFile) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::insert_into(imported_files::table)
+            .values(&file)
+            .on_conflict_do_nothing()
+            .execute(&mut c)
+            .await?;
+        Ok(())
     }
 
     async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {
@@ -484,6 +520,7 @@ impl hearth_store::Store for PgStore {
         let mut c = self.conn().await?;
         let c: &mut AsyncPgConnection = &mut c;
         c.transaction::<_, StoreError, _>(async |c| {
+            let mut index = IndexChanges::default();
             for r in &batch {
                 // Only if no write came since the version was read (the row lock
                 // keeps one from coming before this transaction ends).
@@ -495,16 +532,11 @@ impl hearth_store::Store for PgStore {
                     .await
                     .optional()?;
                 if current == Some((r.version, false)) {
-                    replace_index(
-                        c,
-                        &job.tenant,
-                        &r.res_type,
-                        &r.id,
-                        Some((&r.index, r.last_updated)),
-                    )
-                    .await?;
+                    index.delete(&r.res_type, &r.id);
+                    index.insert(&job.tenant, &r.res_type, &r.id, &r.index, r.last_updated);
                 }
             }
+            apply_index(c, &job.tenant, index).await?;
             diesel::update(reindex_jobs::table.find((&job.tenant, &job.name)))
                 .set(ReindexProgress::after(job, &batch, finished))
                 .execute(c)

@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, one writer connection and a
 //! few reader connections. Every call runs on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -10,19 +11,18 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, EstimateRow, IndexInserts, KeyRow, NewReindexJob, NewVersion, ReindexJobRow,
-    ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations, history_version_columns,
-    idx_compartment, idx_date, idx_number, idx_quantity, idx_reference, idx_sort, idx_string_hash,
-    idx_token, idx_uri, reindex_jobs, resource_history, resources,
+    CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
+    ReindexJobRow, ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations,
+    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
     compartment_sql, count_sql, estimates_sql, search_sql,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Micros, Migration,
-    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey, WriteIntent,
-    WriteOutcome, WritePlan, pending_migrations, plan_write,
+    HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Migration,
+    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey,
+    WriteAllError, WriteIntent, WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
 /// Migrations of this backend, in order. Every file of `schema/sqlite/` is listed.
@@ -62,6 +62,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0009_text_search_hashes",
         sql: include_str!("../../../schema/sqlite/0009_text_search_hashes.sql"),
+    },
+    Migration {
+        name: "0010_imported_files",
+        sql: include_str!("../../../schema/sqlite/0010_imported_files.sql"),
     },
 ];
 
@@ -185,87 +189,88 @@ fn migrate(c: &mut SqliteConnection, now: i64) -> StoreResult<Vec<String>> {
     Ok(ran)
 }
 
-fn write_tx(
+/// The writes of [`Store::write_all`], inside the caller's transaction.
+fn write_all_tx(
     c: &mut SqliteConnection,
     tenant: &str,
-    intent: &WriteIntent<'_>,
-    seal: SealFn,
-) -> StoreResult<WriteOutcome> {
-    let current: Option<(i64, bool)> = resources::table
-        .find((tenant, intent.res_type, intent.id))
-        .select((resources::version, resources::deleted))
-        .first(c)
-        .optional()
-        .map_err(StoreError::from)?;
-    let (version, created) = match plan_write(current, intent)? {
-        WritePlan::Skip(outcome) => return Ok(outcome),
-        WritePlan::Write { version, created } => (version, created),
-    };
-    let sealed = match intent.kind {
-        hearth_store::WriteKind::Put => Some(seal(version)?),
-        hearth_store::WriteKind::Delete => None,
-    };
-    let row = NewVersion::new(tenant, intent, version, sealed.as_ref());
-    diesel::insert_into(resource_history::table)
-        .values(row.history())
-        .execute(c)
-        .map_err(StoreError::from)?;
-    diesel::insert_into(resources::table)
-        .values(&row)
-        .on_conflict((resources::tenant, resources::res_type, resources::id))
-        .do_update()
-        .set(&row)
-        .execute(c)
-        .map_err(StoreError::from)?;
-    let index = match intent.kind {
-        hearth_store::WriteKind::Put => Some((intent.index, intent.last_updated)),
-        hearth_store::WriteKind::Delete => None,
-    };
-    replace_index(c, tenant, intent.res_type, intent.id, index)?;
-    Ok(WriteOutcome::Written { version, created })
+    writes: Vec<(WriteIntent<'_>, SealFn)>,
+) -> Result<Vec<WriteOutcome>, WriteAllError> {
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let mut index = IndexChanges::default();
+    let mut written: HashMap<(String, String), (i64, bool)> = HashMap::new();
+    for (i, (intent, seal)) in writes.into_iter().enumerate() {
+        let at = |e: StoreError| WriteAllError {
+            entry: Some(i),
+            error: e,
+        };
+        let key = (intent.res_type.to_owned(), intent.id.to_owned());
+        let current = match written.get(&key) {
+            Some(c) => Some(*c),
+            None => resources::table
+                .find((tenant, intent.res_type, intent.id))
+                .select((resources::version, resources::deleted))
+                .first(c)
+                .optional()
+                .map_err(|e| at(e.into()))?,
+        };
+        let (version, created) = match plan_write(current, &intent).map_err(at)? {
+            WritePlan::Skip(outcome) => {
+                outcomes.push(outcome);
+                continue;
+            }
+            WritePlan::Write { version, created } => (version, created),
+        };
+        let sealed = match intent.kind {
+            WriteKind::Put => Some(seal(version).map_err(at)?),
+            WriteKind::Delete => None,
+        };
+        let row = NewVersion::new(tenant, &intent, version, sealed.as_ref());
+        diesel::insert_into(resource_history::table)
+            .values(row.history())
+            .execute(c)
+            .map_err(|e| at(e.into()))?;
+        diesel::insert_into(resources::table)
+            .values(&row)
+            .on_conflict((resources::tenant, resources::res_type, resources::id))
+            .do_update()
+            .set(&row)
+            .execute(c)
+            .map_err(|e| at(e.into()))?;
+        // A second write of the same resource replaces the rows of the first.
+        if index.touches(intent.res_type, intent.id) {
+            apply_index(c, tenant, std::mem::take(&mut index))?;
+        }
+        if current.is_some() {
+            index.delete(intent.res_type, intent.id);
+        }
+        if intent.kind == WriteKind::Put {
+            index.insert(
+                tenant,
+                intent.res_type,
+                intent.id,
+                intent.index,
+                intent.last_updated,
+            );
+        }
+        written.insert(key, (version, intent.kind == WriteKind::Delete));
+        outcomes.push(WriteOutcome::Written { version, created });
+    }
+    apply_index(c, tenant, index)?;
+    Ok(outcomes)
 }
 
-/// Replaces a resource's index rows: removes them all, then (unless deleted)
-/// inserts those given.
-fn replace_index(
-    c: &mut SqliteConnection,
-    tenant: &str,
-    t: &str,
-    id: &str,
-    index: Option<(&[IndexRow], Micros)>,
-) -> StoreResult<()> {
-    hearth_store::delete_index_rows!(idx_token, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_reference, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_date, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_string_hash, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_number, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_quantity, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_uri, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_sort, tenant, t, id).execute(c)?;
-    hearth_store::delete_index_rows!(idx_compartment, tenant, t, id).execute(c)?;
-    let Some((index, last_updated)) = index else {
-        return Ok(());
-    };
-    let rows = IndexInserts::new(tenant, t, id, index, last_updated);
-    macro_rules! insert {
-        ($table:ident, $rows:expr) => {
-            if !$rows.is_empty() {
-                diesel::insert_into($table::table)
-                    .values(&$rows)
-                    .execute(c)?;
-            }
-        };
-    }
-    insert!(idx_token, rows.tokens);
-    insert!(idx_reference, rows.references);
-    insert!(idx_date, rows.dates);
-    insert!(idx_string_hash, rows.string_hashes);
-    insert!(idx_number, rows.numbers);
-    insert!(idx_quantity, rows.quantities);
-    insert!(idx_uri, rows.uris);
-    insert!(idx_sort, rows.sorts);
-    insert!(idx_compartment, rows.compartments);
-    Ok(())
+fn apply_index(c: &mut SqliteConnection, tenant: &str, changes: IndexChanges) -> StoreResult<()> {
+    hearth_store::apply_index_changes!(c, tenant, changes)
+}
+
+/// A write moved onto the writer thread.
+struct OwnedWrite {
+    res_type: String,
+    id: String,
+    precondition: hearth_store::Precondition,
+    kind: WriteKind,
+    last_updated: hearth_store::Micros,
+    index: Vec<IndexRow>,
 }
 
 /// Which condition drives a search, from capped counts of each.
@@ -336,25 +341,61 @@ impl hearth_store::Store for SqliteStore {
         intent: &WriteIntent<'_>,
         seal: SealFn,
     ) -> StoreResult<WriteOutcome> {
+        let mut outcomes = self
+            .write_all(tenant, vec![(intent.clone(), seal)], None)
+            .await
+            .map_err(|e| e.error)?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Internal("a write reported no outcome".into()))
+    }
+
+    async fn write_all(
+        &self,
+        tenant: &str,
+        writes: Vec<(WriteIntent<'_>, SealFn)>,
+        imported: Option<ImportedFile>,
+    ) -> Result<Vec<WriteOutcome>, WriteAllError> {
         let tenant = tenant.to_owned();
-        let (res_type, id) = (intent.res_type.to_owned(), intent.id.to_owned());
-        let (precondition, kind, last_updated) =
-            (intent.precondition, intent.kind, intent.last_updated);
-        let index = intent.index.to_vec();
+        let (owned, seals): (Vec<OwnedWrite>, Vec<SealFn>) = writes
+            .into_iter()
+            .map(|(w, seal)| {
+                let owned = OwnedWrite {
+                    res_type: w.res_type.to_owned(),
+                    id: w.id.to_owned(),
+                    precondition: w.precondition,
+                    kind: w.kind,
+                    last_updated: w.last_updated,
+                    index: w.index.to_vec(),
+                };
+                (owned, seal)
+            })
+            .unzip();
+        let n = owned.len() as u64;
         let inner = self.inner.clone();
         self.with_writer(move |c| {
-            let writes = &inner.writes;
-            let intent = WriteIntent {
-                res_type: &res_type,
-                id: &id,
-                precondition,
-                kind,
-                last_updated,
-                index: &index,
-            };
+            let writes = owned
+                .iter()
+                .map(|w| WriteIntent {
+                    res_type: &w.res_type,
+                    id: &w.id,
+                    precondition: w.precondition,
+                    kind: w.kind,
+                    last_updated: w.last_updated,
+                    index: &w.index,
+                })
+                .zip(seals)
+                .collect();
             let mut outcome = None;
             let tx = c.immediate_transaction(|c| {
-                outcome = Some(write_tx(c, &tenant, &intent, seal));
+                outcome = Some(write_all_tx(c, &tenant, writes).and_then(|o| {
+                    if let Some(file) = &imported {
+                        diesel::insert_into(imported_files::table)
+                            .values(file)
+                            .execute(c)?;
+                    }
+                    Ok(o)
+                }));
                 match &outcome {
                     Some(Ok(_)) => Ok(()),
                     _ => Err(DieselError::RollbackTransaction),
@@ -362,18 +403,43 @@ impl hearth_store::Store for SqliteStore {
             });
             let result = match (tx, outcome) {
                 (_, Some(Err(e))) => Err(e),
-                (Err(e), _) => Err(StoreError::from(e)),
+                (Err(e), _) => Err(WriteAllError::from(e)),
                 (Ok(()), Some(Ok(o))) => Ok(o),
-                (Ok(()), None) => Err(StoreError::Internal("write did not run".into())),
+                (Ok(()), None) => Err(StoreError::Internal("write did not run".into()).into()),
             };
-            if result.is_ok() && writes.fetch_add(1, Ordering::Relaxed) + 1 >= OPTIMIZE_EVERY {
+            let writes = &inner.writes;
+            if result.is_ok() && writes.fetch_add(n, Ordering::Relaxed) + n >= OPTIMIZE_EVERY {
                 writes.store(0, Ordering::Relaxed);
                 // Statistics are a hint: a failure to refresh them fails no write.
                 if let Err(e) = optimize(c) {
                     tracing::warn!(error = %e, "refreshing the planner's statistics failed");
                 }
             }
-            result
+            Ok(result)
+        })
+        .await?
+    }
+
+    async fn is_imported(&self, tenant: &str, digest: &str) -> StoreResult<bool> {
+        let (tenant, digest) = (tenant.to_owned(), digest.to_owned());
+        self.with_reader(move |c| {
+            let n: i64 = imported_files::table
+                .filter(imported_files::tenant.eq(&tenant))
+                .filter(imported_files::digest.eq(&digest))
+                .count()
+                .get_result(c)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn record_import(&self, file: ImportedFile) -> StoreResult<()> {
+        self.with_writer(move |c| {
+            diesel::insert_into(imported_files::table)
+                .values(&file)
+                .on_conflict_do_nothing()
+                .execute(c)?;
+            Ok(())
         })
         .await
     }
@@ -518,6 +584,7 @@ impl hearth_store::Store for SqliteStore {
         let job = job.clone();
         self.with_writer(move |c| {
             c.immediate_transaction::<_, StoreError, _>(|c| {
+                let mut index = IndexChanges::default();
                 for r in &batch {
                     // Only if no write came since the version was read: a newer
                     // version already has index rows of its own.
@@ -527,15 +594,11 @@ impl hearth_store::Store for SqliteStore {
                         .first(c)
                         .optional()?;
                     if current == Some((r.version, false)) {
-                        replace_index(
-                            c,
-                            &job.tenant,
-                            &r.res_type,
-                            &r.id,
-                            Some((&r.index, r.last_updated)),
-                        )?;
+                        index.delete(&r.res_type, &r.id);
+                        index.insert(&job.tenant, &r.res_type, &r.id, &r.index, r.last_updated);
                     }
                 }
+                apply_index(c, &job.tenant, index)?;
                 diesel::update(reindex_jobs::table.find((&job.tenant, &job.name)))
                     .set(ReindexProgress::after(&job, &batch, finished))
                     .execute(c)?;

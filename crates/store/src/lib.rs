@@ -247,6 +247,28 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Why a set of writes (see [`Store::write_all`]) was not kept: the error, and
+/// the position of the write it came from when it came from one.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct WriteAllError {
+    pub entry: Option<usize>,
+    #[source]
+    pub error: StoreError,
+}
+
+impl From<StoreError> for WriteAllError {
+    fn from(error: StoreError) -> Self {
+        WriteAllError { entry: None, error }
+    }
+}
+
+impl From<diesel::result::Error> for WriteAllError {
+    fn from(e: diesel::result::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
 /// Produces the sealed body of the version about to be written, given its number.
 /// Called inside the write transaction, at most once per write.
 pub type SealFn = Box<dyn FnOnce(i64) -> StoreResult<SealedBody> + Send>;
@@ -281,6 +303,31 @@ pub trait Store: Send + Sync {
         intent: &WriteIntent<'_>,
         seal: SealFn,
     ) -> impl Future<Output = StoreResult<WriteOutcome>> + Send;
+
+    /// Several writes in one transaction, in order: all are kept or none
+    /// (a transaction bundle, a bulk import). Each is checked and sealed as
+    /// [`Store::write`] does; a later write of the same resource sees the
+    /// earlier one. `imported`, when given, is recorded in the same
+    /// transaction (a file of the bulk import).
+    fn write_all(
+        &self,
+        tenant: &str,
+        writes: Vec<(WriteIntent<'_>, SealFn)>,
+        imported: Option<schema::ImportedFile>,
+    ) -> impl Future<Output = Result<Vec<WriteOutcome>, WriteAllError>> + Send;
+
+    /// Whether a file with this content digest was imported for the tenant.
+    fn is_imported(
+        &self,
+        tenant: &str,
+        digest: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Records an imported file (one not loaded in a single transaction).
+    fn record_import(
+        &self,
+        file: schema::ImportedFile,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn history(
         &self,

@@ -532,7 +532,7 @@ pub struct CompartmentRow {
     pub comp_id: String,
 }
 
-/// Index rows of one resource, split by table, ready to insert.
+/// Index rows, split by table, ready to insert.
 #[derive(Default)]
 pub struct IndexInserts {
     pub numbers: Vec<NumberRow>,
@@ -546,7 +546,121 @@ pub struct IndexInserts {
     pub compartments: Vec<CompartmentRow>,
 }
 
+/// Rows per insert statement: well under the bind limits of both databases
+/// (SQLite 32,766; PostgreSQL 65,535) for the widest index table.
+pub const INSERT_CHUNK: usize = 2_000;
+
+/// Index changes gathered over several writes: the resources whose rows go
+/// (by type) and the rows that come. Applied with one delete per table and
+/// type and chunked inserts, so a bundle of hundreds of resources costs a few
+/// dozen statements, not thousands.
+#[derive(Default)]
+pub struct IndexChanges {
+    pub deletes: std::collections::BTreeMap<String, Vec<String>>,
+    pub inserts: IndexInserts,
+    /// The resources touched so far; a second change to one of them must
+    /// wait until these are applied (see [`IndexChanges::touches`]).
+    touched: std::collections::HashSet<(String, String)>,
+}
+
+impl IndexChanges {
+    /// Whether a change to this resource is already gathered.
+    pub fn touches(&self, res_type: &str, id: &str) -> bool {
+        self.touched.contains(&(res_type.to_owned(), id.to_owned()))
+    }
+
+    /// The resource's current rows go (it existed before this write).
+    pub fn delete(&mut self, res_type: &str, id: &str) {
+        self.touched.insert((res_type.to_owned(), id.to_owned()));
+        self.deletes
+            .entry(res_type.to_owned())
+            .or_default()
+            .push(id.to_owned());
+    }
+
+    /// These rows come for the resource.
+    pub fn insert(
+        &mut self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        rows: &[crate::IndexRow],
+        last_updated: crate::Micros,
+    ) {
+        self.touched.insert((res_type.to_owned(), id.to_owned()));
+        self.inserts
+            .append(IndexInserts::new(tenant, res_type, id, rows, last_updated));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.touched.is_empty()
+    }
+}
+
+/// Applies [`IndexChanges`] on a connection (each backend expands it, with
+/// `.await` after each statement on PostgreSQL): deletes first, then inserts.
+#[macro_export]
+macro_rules! apply_index_changes {
+    ($c:expr, $tenant:expr, $changes:expr $(, $await:tt)?) => {{
+        use $crate::schema::*;
+        let changes: $crate::schema::IndexChanges = $changes;
+        for (res_type, ids) in &changes.deletes {
+            for ids in ids.chunks($crate::schema::INSERT_CHUNK) {
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_token $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_reference $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_date $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_string_hash $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_number $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_quantity $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_uri $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_sort $(, $await)?);
+                $crate::apply_index_changes!(@delete $c, $tenant, res_type, ids, idx_compartment $(, $await)?);
+            }
+        }
+        let rows = changes.inserts;
+        $crate::apply_index_changes!(@insert $c, idx_token, rows.tokens $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_reference, rows.references $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_date, rows.dates $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_string_hash, rows.string_hashes $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_number, rows.numbers $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_quantity, rows.quantities $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_uri, rows.uris $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_sort, rows.sorts $(, $await)?);
+        $crate::apply_index_changes!(@insert $c, idx_compartment, rows.compartments $(, $await)?);
+        Ok::<(), $crate::StoreError>(())
+    }};
+    (@delete $c:expr, $tenant:expr, $res_type:expr, $ids:expr, $table:ident $(, $await:tt)?) => {
+        diesel::delete(
+            $table::table
+                .filter($table::tenant.eq($tenant))
+                .filter($table::res_type.eq($res_type))
+                .filter($table::res_id.eq_any($ids)),
+        )
+        .execute($c)$(.$await)??;
+    };
+    (@insert $c:expr, $table:ident, $rows:expr $(, $await:tt)?) => {
+        for chunk in $rows.chunks($crate::schema::INSERT_CHUNK) {
+            diesel::insert_into($table::table)
+                .values(chunk)
+                .execute($c)$(.$await)??;
+        }
+    };
+}
+
 impl IndexInserts {
+    /// Moves every row of `other` into `self`.
+    pub fn append(&mut self, mut other: IndexInserts) {
+        self.numbers.append(&mut other.numbers);
+        self.quantities.append(&mut other.quantities);
+        self.uris.append(&mut other.uris);
+        self.string_hashes.append(&mut other.string_hashes);
+        self.tokens.append(&mut other.tokens);
+        self.references.append(&mut other.references);
+        self.dates.append(&mut other.dates);
+        self.sorts.append(&mut other.sorts);
+        self.compartments.append(&mut other.compartments);
+    }
+
     pub fn new(
         tenant: &str,
         res_type: &str,
@@ -725,4 +839,25 @@ impl From<SearchRow> for crate::search::SearchHit {
             cursor,
         }
     }
+}
+
+diesel::table! {
+    imported_files (tenant, digest) {
+        tenant -> Text,
+        digest -> Text,
+        path -> Text,
+        resources -> BigInt,
+        imported_at -> BigInt,
+    }
+}
+
+/// A file loaded by the bulk import.
+#[derive(Insertable, Clone, Debug, PartialEq, Eq)]
+#[diesel(table_name = imported_files)]
+pub struct ImportedFile {
+    pub tenant: String,
+    pub digest: String,
+    pub path: String,
+    pub resources: i64,
+    pub imported_at: i64,
 }

@@ -1,0 +1,659 @@
+//! `batch` and `transaction` Bundles (R4 3.1.0.11): the entries of a
+//! transaction are kept together or not at all, in one store transaction; the
+//! entries of a batch each succeed or fail on their own.
+//!
+//! Entries are read and checked first (method, url, resource), every
+//! `urn:uuid:`/`urn:oid:` fullUrl gets its server id, and references to them are
+//! rewritten (`Reference.reference`, and links in narrative `div`s). A
+//! transaction then writes in the order R4 gives — DELETE, POST, PUT — and
+//! reads (GET) last; the response lists the entries in the order received.
+
+use std::collections::{HashMap, HashSet};
+
+use hearth_store::schema::ImportedFile;
+use hearth_store::{Precondition, WriteIntent, WriteKind, WriteOutcome};
+
+use crate::error::{ApiError, ErrorKind};
+use crate::fhir::{self, Expect};
+use crate::json::{Json, Object};
+use crate::service::{DeleteResult, PreparedPut, ResourceVersion, Service, new_id, no_body};
+use crate::time::now_micros;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleKind {
+    Batch,
+    Transaction,
+}
+
+/// What a Bundle sent to the base asks for.
+pub struct BundleRequest {
+    pub kind: BundleKind,
+    entries: Vec<Entry>,
+}
+
+/// The outcome of one entry, in the order of the request.
+#[derive(Debug)]
+pub enum EntryResult {
+    /// 201 (created) or 200 (updated).
+    Written { created: bool, rv: ResourceVersion },
+    /// 204, whether or not there was something to delete.
+    Deleted { res_type: String, id: String },
+    /// 200 with the resource.
+    Read(ResourceVersion),
+    /// The entry failed on its own (batch only).
+    Failed(ApiError),
+}
+
+impl EntryResult {
+    /// `entry.response.status`.
+    pub fn status(&self) -> String {
+        match self {
+            EntryResult::Written { created: true, .. } => "201 Created".to_owned(),
+            EntryResult::Written { created: false, .. } | EntryResult::Read(_) => {
+                "200 OK".to_owned()
+            }
+            EntryResult::Deleted { .. } => "204 No Content".to_owned(),
+            EntryResult::Failed(e) => e.status().to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Create {
+        res_type: String,
+        id: String,
+        resource: Json,
+    },
+    Update {
+        res_type: String,
+        id: String,
+        resource: Json,
+        if_match: Option<i64>,
+    },
+    Delete {
+        res_type: String,
+        id: String,
+    },
+    Read {
+        res_type: String,
+        id: String,
+        version: Option<i64>,
+    },
+}
+
+impl Op {
+    fn order(&self) -> u8 {
+        match self {
+            Op::Delete { .. } => 0,
+            Op::Create { .. } => 1,
+            Op::Update { .. } => 2,
+            Op::Read { .. } => 3,
+        }
+    }
+
+    fn target(&self) -> (&str, &str) {
+        match self {
+            Op::Create { res_type, id, .. }
+            | Op::Update { res_type, id, .. }
+            | Op::Delete { res_type, id }
+            | Op::Read { res_type, id, .. } => (res_type, id),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The entry's op, or why it cannot be done (a batch answers it alone).
+    op: Result<Op, ApiError>,
+}
+
+/// An error about entry `i`, saying so in every issue.
+fn at_entry(i: usize, mut e: ApiError) -> ApiError {
+    for issue in &mut e.issues {
+        issue.diagnostics = format!("Bundle.entry[{i}]: {}", issue.diagnostics);
+    }
+    e
+}
+
+fn invalid(i: usize, msg: impl Into<String>) -> ApiError {
+    at_entry(i, ApiError::invalid(msg))
+}
+
+fn not_supported(i: usize, msg: impl Into<String>) -> ApiError {
+    at_entry(i, ApiError::new(ErrorKind::NotSupported, msg))
+}
+
+fn string_at<'a>(o: &'a Object, name: &str) -> Option<&'a str> {
+    o.get(name).and_then(Json::as_str)
+}
+
+/// Whether `s` is a placeholder fullUrl that the server resolves.
+fn is_placeholder(s: &str) -> bool {
+    s.starts_with("urn:uuid:") || s.starts_with("urn:oid:")
+}
+
+impl BundleRequest {
+    /// Reads a Bundle body: its type and each entry's request. Errors about
+    /// the bundle as a whole (not a Bundle, wrong type, too many entries) are
+    /// returned; an entry's own error stays with the entry.
+    pub fn parse(
+        body: Json,
+        max_entries: usize,
+        local_base: Option<&str>,
+    ) -> Result<BundleRequest, ApiError> {
+        let Json::Object(mut bundle) = body else {
+            return Err(ApiError::invalid("the body must be a Bundle resource"));
+        };
+        if string_at(&bundle, "resourceType") != Some("Bundle") {
+            return Err(ApiError::invalid_at(
+                "Bundle.resourceType",
+                "send a Bundle of type batch or transaction to the base",
+            ));
+        }
+        let kind = match string_at(&bundle, "type") {
+            Some("transaction") => BundleKind::Transaction,
+            Some("batch") => BundleKind::Batch,
+            _ => {
+                return Err(ApiError::invalid_at(
+                    "Bundle.type",
+                    "the Bundle type must be batch or transaction",
+                ));
+            }
+        };
+        let entries = match bundle.remove("entry") {
+            None => Vec::new(),
+            Some(Json::Array(a)) => a,
+            Some(_) => {
+                return Err(ApiError::invalid_at(
+                    "Bundle.entry",
+                    "entry must be an array",
+                ));
+            }
+        };
+        if entries.len() > max_entries {
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "the Bundle has {} entries; the limit is {max_entries} (fhir.max_bundle_entries)",
+                    entries.len()
+                ),
+            ));
+        }
+        // Ids first, so that every reference to a placeholder can be rewritten.
+        let mut ids: HashMap<String, String> = HashMap::new();
+        let mut ops = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.into_iter().enumerate() {
+            let op = read_entry(i, entry, local_base);
+            if let Ok((Some(full_url), op)) = &op {
+                let (t, id) = op.target();
+                if ids.insert(full_url.clone(), format!("{t}/{id}")).is_some() {
+                    return Err(invalid(i, format!("fullUrl {full_url} is used twice")));
+                }
+            }
+            ops.push(op.map(|(_, op)| op));
+        }
+        let mut entries = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            let op = op.and_then(|mut op| {
+                if let Op::Create { resource, .. } | Op::Update { resource, .. } = &mut op {
+                    rewrite_references(resource, &ids).map_err(|e| at_entry(i, e))?;
+                }
+                Ok(op)
+            });
+            entries.push(Entry { op });
+        }
+        Ok(BundleRequest { kind, entries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many entries write a resource.
+    pub fn writes(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.op, Ok(Op::Read { .. }) | Err(_)))
+            .count()
+    }
+}
+
+/// Reads one entry: its fullUrl when it is a placeholder, and its op.
+fn read_entry(
+    i: usize,
+    entry: Json,
+    local_base: Option<&str>,
+) -> Result<(Option<String>, Op), ApiError> {
+    let Json::Object(mut entry) = entry else {
+        return Err(invalid(i, "an entry must be an object"));
+    };
+    let full_url = string_at(&entry, "fullUrl")
+        .filter(|u| is_placeholder(u))
+        .map(str::to_owned);
+    let Some(Json::Object(request)) = entry.get("request") else {
+        return Err(invalid(
+            i,
+            "entry.request is required in a batch or transaction",
+        ));
+    };
+    let method = string_at(request, "method").unwrap_or_default().to_owned();
+    let url =
+        string_at(request, "url").ok_or_else(|| invalid(i, "entry.request.url is required"))?;
+    let if_match = string_at(request, "ifMatch").map(str::to_owned);
+    let if_none_exist = request.get("ifNoneExist").is_some();
+    let url = local_base
+        .and_then(|b| url.strip_prefix(b.trim_end_matches('/')))
+        .unwrap_or(url)
+        .trim_start_matches('/')
+        .to_owned();
+    if url.contains('?') {
+        return Err(not_supported(
+            i,
+            "conditional and search URLs in bundle entries are not supported yet",
+        ));
+    }
+    let parts: Vec<&str> = url.split('/').collect();
+    let known_type = |t: &str| -> Result<String, ApiError> {
+        if fhir::model::r4().is_resource_type(t) {
+            Ok(t.to_owned())
+        } else {
+            Err(invalid(
+                i,
+                format!("entry.request.url names no R4 resource type: {t}"),
+            ))
+        }
+    };
+    let checked_id = |id: &str| -> Result<String, ApiError> {
+        fhir::primitive::check_id(id).map_err(|e| invalid(i, e))?;
+        Ok(id.to_owned())
+    };
+    let mut resource = || -> Result<Json, ApiError> {
+        match entry.remove("resource") {
+            Some(r @ Json::Object(_)) => Ok(r),
+            _ => Err(invalid(
+                i,
+                format!("a {method} entry must carry a resource"),
+            )),
+        }
+    };
+    let op = match (method.as_str(), parts.as_slice()) {
+        ("POST", [t]) => {
+            if if_none_exist {
+                return Err(not_supported(
+                    i,
+                    "conditional create (ifNoneExist) is not supported yet",
+                ));
+            }
+            Op::Create {
+                res_type: known_type(t)?,
+                id: new_id()?,
+                resource: resource()?,
+            }
+        }
+        ("PUT", [t, id]) => Op::Update {
+            res_type: known_type(t)?,
+            id: checked_id(id)?,
+            resource: resource()?,
+            if_match: match if_match {
+                None => None,
+                Some(v) => Some(crate::http::parse_etag(&v).ok_or_else(|| {
+                    invalid(i, "entry.request.ifMatch must be an ETag such as W/\"3\"")
+                })?),
+            },
+        },
+        ("DELETE", [t, id]) => Op::Delete {
+            res_type: known_type(t)?,
+            id: checked_id(id)?,
+        },
+        ("GET", [t, id]) => Op::Read {
+            res_type: known_type(t)?,
+            id: checked_id(id)?,
+            version: None,
+        },
+        ("GET", [t, id, "_history", v]) => Op::Read {
+            res_type: known_type(t)?,
+            id: checked_id(id)?,
+            version: Some(
+                v.parse()
+                    .map_err(|_| invalid(i, "a version id is a number"))?,
+            ),
+        },
+        ("PATCH", _) => return Err(not_supported(i, "PATCH entries are not supported yet")),
+        ("GET" | "POST" | "PUT" | "DELETE", _) => {
+            return Err(invalid(
+                i,
+                format!("entry.request.url {url} does not fit method {method}"),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                i,
+                "entry.request.method must be GET, POST, PUT, DELETE or PATCH",
+            ));
+        }
+    };
+    Ok((full_url, op))
+}
+
+/// Rewrites references to placeholders (`urn:uuid:`, `urn:oid:`) into the
+/// ids the server gave them: `reference` elements, and `href`/`src` links in
+/// narrative. A placeholder no entry defines is an error.
+fn rewrite_references(v: &mut Json, ids: &HashMap<String, String>) -> Result<(), ApiError> {
+    match v {
+        Json::Array(items) => items
+            .iter_mut()
+            .try_for_each(|item| rewrite_references(item, ids)),
+        Json::Object(o) => {
+            for (name, value) in &mut o.0 {
+                match (name.as_str(), value) {
+                    ("reference", Json::String(r)) => {
+                        if let Some(target) = ids.get(r.as_str()) {
+                            *r = target.clone();
+                        } else if is_placeholder(r) {
+                            return Err(ApiError::invalid(format!(
+                                "the reference {r} names no entry of this Bundle"
+                            )));
+                        } else if r.contains('?') && !r.starts_with('#') && !r.contains("://") {
+                            return Err(ApiError::new(
+                                ErrorKind::NotSupported,
+                                "conditional references are not supported yet",
+                            ));
+                        }
+                    }
+                    ("div", Json::String(html)) if html.contains("urn:") => {
+                        *html = rewrite_links(html, ids);
+                    }
+                    (_, value) => rewrite_references(value, ids)?,
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Narrative links to placeholders, rewritten (unknown ones stay as written).
+fn rewrite_links(html: &str, ids: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find("urn:") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let end = tail.find(['"', '\'', '<', ' ']).unwrap_or(tail.len());
+        let token = &tail[..end];
+        out.push_str(ids.get(token).map_or(token, String::as_str));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A write of a transaction, ready for the store.
+enum Ready {
+    Put(Box<PreparedPut>),
+    Delete { res_type: String, id: String },
+}
+
+impl Service {
+    /// Runs a batch or transaction Bundle read by [`BundleRequest::parse`].
+    /// `imported` (bulk import only) is recorded with a transaction's writes.
+    pub async fn bundle(
+        &self,
+        tenant: &str,
+        request: BundleRequest,
+        imported: Option<ImportedFile>,
+    ) -> Result<Vec<EntryResult>, ApiError> {
+        match request.kind {
+            BundleKind::Transaction => self.transaction(tenant, request.entries, imported).await,
+            BundleKind::Batch => Ok(self.batch(tenant, request.entries).await),
+        }
+    }
+
+    async fn transaction(
+        &self,
+        tenant: &str,
+        entries: Vec<Entry>,
+        imported: Option<ImportedFile>,
+    ) -> Result<Vec<EntryResult>, ApiError> {
+        let mut ops = Vec::with_capacity(entries.len());
+        let mut targets = HashSet::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            let op = e.op?;
+            if !matches!(op, Op::Read { .. }) {
+                let (t, id) = op.target();
+                if !targets.insert((t.to_owned(), id.to_owned())) {
+                    return Err(invalid(
+                        i,
+                        format!("{t}/{id} is written by more than one entry of the transaction"),
+                    ));
+                }
+            }
+            ops.push((i, op));
+        }
+        ops.sort_by_key(|(_, op)| op.order());
+        let mut ready: Vec<(usize, Ready)> = Vec::new();
+        let mut reads = Vec::new();
+        for (i, op) in ops {
+            match op {
+                Op::Create {
+                    res_type,
+                    id,
+                    resource,
+                } => {
+                    let obj = fhir::check_resource(
+                        resource,
+                        Expect::Create {
+                            res_type: &res_type,
+                        },
+                    )
+                    .map_err(|e| at_entry(i, e))?;
+                    let p = self
+                        .prepare_put(tenant, &res_type, &id, obj, Precondition::Absent)
+                        .map_err(|e| at_entry(i, e))?;
+                    ready.push((i, Ready::Put(Box::new(p))));
+                }
+                Op::Update {
+                    res_type,
+                    id,
+                    resource,
+                    if_match,
+                } => {
+                    let expect = Expect::Update {
+                        res_type: &res_type,
+                        id: &id,
+                    };
+                    let obj = fhir::check_resource(resource, expect).map_err(|e| at_entry(i, e))?;
+                    let precondition = if_match.map_or(Precondition::None, Precondition::VersionIs);
+                    let p = self
+                        .prepare_put(tenant, &res_type, &id, obj, precondition)
+                        .map_err(|e| at_entry(i, e))?;
+                    ready.push((i, Ready::Put(Box::new(p))));
+                }
+                Op::Delete { res_type, id } => ready.push((i, Ready::Delete { res_type, id })),
+                read @ Op::Read { .. } => reads.push((i, read)),
+            }
+        }
+        let last_updated = now_micros();
+        let mut writes = Vec::with_capacity(ready.len());
+        for (_, r) in &mut ready {
+            match r {
+                Ready::Put(p) => {
+                    let seal = p.take_seal()?;
+                    writes.push((p.intent(), seal));
+                }
+                Ready::Delete { res_type, id } => writes.push((
+                    WriteIntent {
+                        res_type,
+                        id,
+                        precondition: Precondition::None,
+                        kind: WriteKind::Delete,
+                        last_updated,
+                        index: &[],
+                    },
+                    no_body(),
+                )),
+            }
+        }
+        let outcomes = match self.write_all(tenant, writes, imported).await {
+            Ok(o) => o,
+            Err(e) => {
+                let err = ApiError::from(e.error);
+                return Err(match e.entry.and_then(|k| ready.get(k)) {
+                    Some((i, _)) => at_entry(*i, err),
+                    None => err,
+                });
+            }
+        };
+        let mut results: Vec<(usize, EntryResult)> = Vec::with_capacity(outcomes.len());
+        for ((i, r), outcome) in ready.into_iter().zip(outcomes) {
+            results.push((i, self.finish(tenant, r, outcome).await?));
+        }
+        for (i, read) in reads {
+            results.push((i, self.read_entry(tenant, read).await));
+        }
+        results.sort_by_key(|(i, _)| *i);
+        Ok(results.into_iter().map(|(_, r)| r).collect())
+    }
+
+    async fn finish(
+        &self,
+        tenant: &str,
+        ready: Ready,
+        outcome: WriteOutcome,
+    ) -> Result<EntryResult, ApiError> {
+        Ok(match ready {
+            Ready::Put(p) => {
+                let (rv, created) = self.finish_put(tenant, *p, outcome).await?;
+                EntryResult::Written { created, rv }
+            }
+            Ready::Delete { res_type, id } => {
+                // Deleting what is not there is no error here (R4 3.1.0.7.1).
+                match Service::finish_delete(&res_type, &id, outcome) {
+                    Ok(DeleteResult::Deleted { .. } | DeleteResult::AlreadyDeleted) => {}
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                EntryResult::Deleted { res_type, id }
+            }
+        })
+    }
+
+    async fn read_entry(&self, tenant: &str, op: Op) -> EntryResult {
+        let Op::Read {
+            res_type,
+            id,
+            version,
+        } = op
+        else {
+            return EntryResult::Failed(ApiError::internal("not a read"));
+        };
+        let read = match version {
+            None => self.read(tenant, &res_type, &id).await,
+            Some(v) => self.vread(tenant, &res_type, &id, v).await,
+        };
+        read.map_or_else(EntryResult::Failed, EntryResult::Read)
+    }
+
+    /// Each entry on its own, in the order received.
+    async fn batch(&self, tenant: &str, entries: Vec<Entry>) -> Vec<EntryResult> {
+        let mut results = Vec::with_capacity(entries.len());
+        for (i, e) in entries.into_iter().enumerate() {
+            let result = match e.op {
+                Err(e) => EntryResult::Failed(e),
+                Ok(op) => self
+                    .batch_entry(tenant, op)
+                    .await
+                    .unwrap_or_else(|e| EntryResult::Failed(at_entry(i, e))),
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    async fn batch_entry(&self, tenant: &str, op: Op) -> Result<EntryResult, ApiError> {
+        Ok(match op {
+            Op::Create {
+                res_type,
+                id,
+                resource,
+            } => {
+                let obj = fhir::check_resource(
+                    resource,
+                    Expect::Create {
+                        res_type: &res_type,
+                    },
+                )?;
+                let (rv, created) = self
+                    .put(tenant, &res_type, &id, obj, Precondition::Absent)
+                    .await?;
+                EntryResult::Written { created, rv }
+            }
+            Op::Update {
+                res_type,
+                id,
+                resource,
+                if_match,
+            } => {
+                let expect = Expect::Update {
+                    res_type: &res_type,
+                    id: &id,
+                };
+                let obj = fhir::check_resource(resource, expect)?;
+                let precondition = if_match.map_or(Precondition::None, Precondition::VersionIs);
+                let (rv, created) = self.put(tenant, &res_type, &id, obj, precondition).await?;
+                EntryResult::Written { created, rv }
+            }
+            Op::Delete { res_type, id } => {
+                match self.delete(tenant, &res_type, &id).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                EntryResult::Deleted { res_type, id }
+            }
+            read @ Op::Read { .. } => self.read_entry(tenant, read).await,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> HashMap<String, String> {
+        HashMap::from([("urn:uuid:a".to_owned(), "Patient/1".to_owned())])
+    }
+
+    #[test]
+    fn references_and_narrative_links_are_rewritten() {
+        let mut r = crate::json::parse(
+            br#"{"subject":{"reference":"urn:uuid:a"},"text":{"div":"<div><a href=\"urn:uuid:a\">x</a> urn:uuid:zz</div>"},"identifier":[{"value":"urn:uuid:a"}]}"#,
+        )
+        .unwrap();
+        rewrite_references(&mut r, &ids()).unwrap();
+        assert_eq!(
+            String::from_utf8(r.to_bytes()).unwrap(),
+            r#"{"subject":{"reference":"Patient/1"},"text":{"div":"<div><a href=\"Patient/1\">x</a> urn:uuid:zz</div>"},"identifier":[{"value":"urn:uuid:a"}]}"#
+        );
+    }
+
+    #[test]
+    fn unknown_placeholders_and_conditional_references_are_refused() {
+        let mut r = crate::json::parse(br#"{"subject":{"reference":"urn:uuid:b"}}"#).unwrap();
+        assert_eq!(
+            rewrite_references(&mut r, &ids()).unwrap_err().status(),
+            400
+        );
+        let mut r =
+            crate::json::parse(br#"{"subject":{"reference":"Patient?identifier=x|1"}}"#).unwrap();
+        assert_eq!(
+            rewrite_references(&mut r, &ids()).unwrap_err().status(),
+            501
+        );
+    }
+}

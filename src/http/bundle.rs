@@ -1,0 +1,79 @@
+//! `batch` and `transaction` (R4 3.1.0.11): `POST [base]` with a Bundle; the
+//! response is a `batch-response` or `transaction-response` Bundle with one
+//! entry per request entry, in order.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{AppState, Return, base_url, etag, negotiate, prefer_return, read_body, send};
+use crate::bundle::{BundleKind, BundleRequest, EntryResult};
+use crate::error::ApiError;
+use crate::json::{Json, Object};
+use crate::store::DEFAULT_TENANT;
+use crate::time::format_instant;
+
+pub async fn post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate(&req)?;
+    let body = read_body(&req, payload, &state).await?;
+    let bundle =
+        crate::json::parse(&body).map_err(|e| ApiError::invalid(format!("invalid JSON: {e}")))?;
+    let base = base_url(&req, &state);
+    let request = BundleRequest::parse(bundle, state.max_bundle_entries, Some(&base))?;
+    let kind = match request.kind {
+        BundleKind::Batch => "batch-response",
+        BundleKind::Transaction => "transaction-response",
+    };
+    let results = state.service.bundle(DEFAULT_TENANT, request, None).await?;
+    let with_resource = prefer_return(&req) == Return::Representation;
+    let out = super::write_bundle(kind, &[], None, results.len(), |i, out| {
+        write_entry(&results[i], &base, with_resource, out);
+    })?;
+    Ok(send(HttpResponse::Ok(), format, out))
+}
+
+/// One response entry: `fullUrl`, the resource when asked for, `response`.
+fn write_entry(result: &EntryResult, base: &str, with_resource: bool, out: &mut Vec<u8>) {
+    let mut response = Object::default();
+    response.push("status", Json::string(result.status()));
+    let mut entry = Object::default();
+    let mut resource = None;
+    match result {
+        EntryResult::Written { rv, .. } | EntryResult::Read(rv) => {
+            entry.push(
+                "fullUrl",
+                Json::string(format!("{base}/{}/{}", rv.res_type, rv.id)),
+            );
+            if matches!(result, EntryResult::Written { .. }) {
+                response.push(
+                    "location",
+                    Json::string(format!("{}/{}/_history/{}", rv.res_type, rv.id, rv.version)),
+                );
+            }
+            response.push("etag", Json::string(etag(rv.version)));
+            response.push(
+                "lastModified",
+                Json::string(format_instant(rv.last_updated)),
+            );
+            if with_resource || matches!(result, EntryResult::Read(_)) {
+                resource = Some(rv.body.as_slice());
+            }
+        }
+        EntryResult::Deleted { .. } => {}
+        EntryResult::Failed(e) => response.push("outcome", e.to_operation_outcome()),
+    }
+    entry.push("response", Json::Object(response));
+    let bytes = Json::Object(entry).to_bytes();
+    match resource {
+        // The stored body is copied as it is, never re-parsed.
+        Some(body) => {
+            out.extend_from_slice(&bytes[..bytes.len() - 1]);
+            out.extend_from_slice(b",\"resource\":");
+            out.extend_from_slice(body);
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(&bytes),
+    }
+}
