@@ -77,14 +77,12 @@ pub fn trigram_hash_input(param: &str, trigram: &str) -> Vec<u8> {
 /// The distinct three-character windows of a normalised string.
 fn trigrams(normalized: &str) -> Vec<String> {
     let chars: Vec<char> = normalized.chars().collect();
-    let mut out: Vec<String> = Vec::new();
-    for w in chars.windows(3) {
-        let t: String = w.iter().collect();
-        if !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    chars
+        .windows(3)
+        .map(|w| w.iter().collect::<String>())
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
 }
 
 /// The shortest `:contains` value: shorter ones have no trigram to look up.
@@ -116,26 +114,39 @@ fn text_param(param: &str) -> String {
     format!("{param}:text")
 }
 
-/// Every prefix (up to the limit) of a normalised value and of each of its words.
+/// Every prefix (up to the limit) of a normalised value, and of each of its
+/// later words (within the word: a query that starts mid-value matches a
+/// single word's start, not a run of words, which keeps the rows per value
+/// near twice its length instead of its length times its words).
 fn prefix_hash_inputs(param: &str, normalized: &str) -> Vec<Vec<u8>> {
+    let is_separator = |c: char| c == ' ' || c == '-';
     let mut out = Vec::new();
-    let mut starts = vec![0];
-    starts.extend(
-        normalized
-            .char_indices()
-            .filter(|(_, c)| *c == ' ' || *c == '-')
-            .map(|(i, c)| i + c.len_utf8()),
-    );
-    for start in starts {
-        let rest = &normalized[start..];
-        for (n, (i, c)) in rest.char_indices().enumerate() {
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |prefix: &str| {
+        if seen.insert(prefix.to_owned()) {
+            out.push(prefix_hash_input(param, prefix));
+        }
+    };
+    for (n, (i, c)) in normalized.char_indices().enumerate() {
+        if n >= MAX_STRING_PREFIX {
+            break;
+        }
+        push(&normalized[..i + c.len_utf8()]);
+    }
+    let word_starts = normalized
+        .char_indices()
+        .filter(|(_, c)| is_separator(*c))
+        .map(|(i, c)| i + c.len_utf8());
+    for start in word_starts {
+        let word = normalized[start..]
+            .split(is_separator)
+            .next()
+            .unwrap_or_default();
+        for (n, (i, c)) in word.char_indices().enumerate() {
             if n >= MAX_STRING_PREFIX {
                 break;
             }
-            let input = prefix_hash_input(param, &rest[..i + c.len_utf8()]);
-            if !out.contains(&input) {
-                out.push(input);
-            }
+            push(&word[..i + c.len_utf8()]);
         }
     }
     out
@@ -182,6 +193,28 @@ fn identifier_param(param: &str) -> String {
     format!("{param}:identifier")
 }
 
+/// Index rows without duplicates; keyed hashes (most of the rows) are
+/// looked up in a set, the few others compared in turn.
+#[derive(Default)]
+struct RowSet {
+    rows: Vec<IndexRow>,
+    hashes: std::collections::HashSet<(String, Vec<u8>)>,
+}
+
+impl RowSet {
+    fn push(&mut self, row: IndexRow) {
+        let new = match &row {
+            IndexRow::StringHash { param, hash } => {
+                self.hashes.insert((param.clone(), hash.clone()))
+            }
+            other => !self.rows.contains(other),
+        };
+        if new {
+            self.rows.push(row);
+        }
+    }
+}
+
 /// A keyed hash function (see `KeyRing::search_hash`).
 pub type Hasher<'a> = dyn Fn(&[u8]) -> Result<Vec<u8>, ApiError> + 'a;
 
@@ -197,7 +230,7 @@ pub fn index_rows(
     local_base: Option<&str>,
 ) -> Result<Vec<IndexRow>, ApiError> {
     let registry = r4();
-    let mut rows = Vec::new();
+    let mut rows = RowSet::default();
     for e in entries {
         if e.param == "_id" || e.param == "_lastUpdated" {
             continue; // answered from the resource row
@@ -211,9 +244,7 @@ pub fn index_rows(
                     param: e.param.to_owned(),
                     hash: hash(&input)?,
                 };
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
+                rows.push(row);
             }
             continue;
         }
@@ -227,9 +258,7 @@ pub fn index_rows(
                     param: e.param.to_owned(),
                     hash: hash(&input)?,
                 };
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
+                rows.push(row);
             }
         }
         if let IndexValue::Reference {
@@ -243,9 +272,7 @@ pub fn index_rows(
                     param: e.param.to_owned(),
                     hash: hash(&input)?,
                 };
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
+                rows.push(row);
             }
         }
         if is_identifying(def) {
@@ -273,9 +300,7 @@ pub fn index_rows(
                         param: e.param.to_owned(),
                         hash: hash(&input)?,
                     };
-                    if !rows.contains(&row) {
-                        rows.push(row);
-                    }
+                    rows.push(row);
                 }
             }
             // A birth or death date: only the years it spans are stored.
@@ -285,9 +310,7 @@ pub fn index_rows(
                     low: year_floor(*low),
                     high: year_ceil(*high),
                 };
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
+                rows.push(row);
             }
             continue;
         }
@@ -360,10 +383,9 @@ pub fn index_rows(
             },
             _ => continue,
         };
-        if !rows.contains(&row) {
-            rows.push(row);
-        }
+        rows.push(row);
     }
+    let mut rows = rows.rows;
     let memberships = compartment_rows(res_type, &rows);
     for row in memberships {
         if !rows.contains(&row) {
@@ -1203,6 +1225,17 @@ mod tests {
     use super::*;
     use crate::json::parse;
     use crate::search::extract::extract;
+
+    #[test]
+    fn prefixes_of_the_value_and_of_each_later_word() {
+        let inputs = prefix_hash_inputs("p", "body mass-index");
+        let has = |prefix: &str| inputs.contains(&prefix_hash_input("p", prefix));
+        assert!(has("b") && has("body mass-index") && has("body m"));
+        assert!(has("m") && has("mass") && has("i") && has("index"));
+        assert!(!has("mass-") && !has("mass-index"), "within the word only");
+        // 15 prefixes of the value, 4 of "mass" and 5 of "index", none twice.
+        assert_eq!(inputs.len(), 15 + 4 + 5);
+    }
 
     #[test]
     fn identifying_values_are_not_stored() {

@@ -70,6 +70,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_imported_files",
         sql: include_str!("../../../schema/postgres/0010_imported_files.sql"),
     },
+    Migration {
+        name: "0011_word_prefixes",
+        sql: include_str!("../../../schema/postgres/0011_word_prefixes.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).

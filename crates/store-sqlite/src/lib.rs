@@ -67,6 +67,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_imported_files",
         sql: include_str!("../../../schema/sqlite/0010_imported_files.sql"),
     },
+    Migration {
+        name: "0011_word_prefixes",
+        sql: include_str!("../../../schema/sqlite/0011_word_prefixes.sql"),
+    },
 ];
 
 const MAX_READERS: usize = 8;
@@ -103,7 +107,7 @@ fn open(path: &Path) -> StoreResult<SqliteConnection> {
     let mut c = SqliteConnection::establish(url).map_err(StoreError::unavailable)?;
     c.batch_execute(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA busy_timeout = 10000;",
+         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
     )
     .map_err(StoreError::from)?;
     Ok(c)
