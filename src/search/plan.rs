@@ -100,7 +100,7 @@ fn string_hash_inputs(param: &str, normalized: &str, exact: &str) -> Vec<Vec<u8>
     for t in trigrams(normalized) {
         out.push(trigram_hash_input(param, &t));
     }
-    out.extend(prefix_hash_inputs(param, normalized));
+    out.extend(prefix_hash_inputs(param, normalized, MAX_STRING_PREFIX));
     out
 }
 
@@ -114,42 +114,60 @@ fn text_param(param: &str) -> String {
     format!("{param}:text")
 }
 
-/// Every prefix (up to the limit) of a normalised value, and of each of its
-/// later words (within the word: a query that starts mid-value matches a
-/// single word's start, not a run of words, which keeps the rows per value
+/// Every prefix (up to `max` characters) of a normalised value, and of each
+/// of its later words (within the word: a query that starts mid-value matches
+/// a single word's start, not a run of words, which keeps the rows per value
 /// near twice its length instead of its length times its words).
-fn prefix_hash_inputs(param: &str, normalized: &str) -> Vec<Vec<u8>> {
-    let is_separator = |c: char| c == ' ' || c == '-';
+fn prefix_hash_inputs(param: &str, normalized: &str, max: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut push = |prefix: &str| {
-        if seen.insert(prefix.to_owned()) {
-            out.push(prefix_hash_input(param, prefix));
-        }
-    };
-    for (n, (i, c)) in normalized.char_indices().enumerate() {
-        if n >= MAX_STRING_PREFIX {
-            break;
-        }
-        push(&normalized[..i + c.len_utf8()]);
-    }
-    let word_starts = normalized
-        .char_indices()
-        .filter(|(_, c)| is_separator(*c))
-        .map(|(i, c)| i + c.len_utf8());
-    for start in word_starts {
-        let word = normalized[start..]
-            .split(is_separator)
-            .next()
-            .unwrap_or_default();
-        for (n, (i, c)) in word.char_indices().enumerate() {
-            if n >= MAX_STRING_PREFIX {
-                break;
+    for word in std::iter::once(normalized).chain(later_words(normalized)) {
+        for (i, c) in word.char_indices().take(max) {
+            let prefix = &word[..i + c.len_utf8()];
+            if seen.insert(prefix) {
+                out.push(prefix_hash_input(param, prefix));
             }
-            push(&word[..i + c.len_utf8()]);
         }
     }
     out
+}
+
+/// Longest prefix of a token's display text that is hashed (`:text`); a
+/// longer query looks up this many characters, and the candidates' texts are
+/// checked in full ([`Recheck::Text`]).
+pub const MAX_TEXT_PREFIX: usize = 12;
+
+/// The hash inputs of a token's display text: the prefixes, up to
+/// [`MAX_TEXT_PREFIX`] characters, of the text and of each later word.
+fn text_hash_inputs(param: &str, normalized: &str) -> Vec<Vec<u8>> {
+    prefix_hash_inputs(param, normalized, MAX_TEXT_PREFIX)
+}
+
+/// Whether a normalised display text meets a normalised `:text` query: the
+/// text, or one of its later words, starts with it (what the prefix hashes
+/// of [`text_hash_inputs`] find, without the length limit).
+pub fn text_matches(normalized: &str, query: &str) -> bool {
+    normalized.starts_with(query) || later_words(normalized).any(|w| w.starts_with(query))
+}
+
+fn is_word_separator(c: char) -> bool {
+    c == ' ' || c == '-'
+}
+
+/// The words of a normalised value after the first.
+fn later_words(normalized: &str) -> impl Iterator<Item = &str> {
+    normalized
+        .split(is_word_separator)
+        .skip(1)
+        .filter(|w| !w.is_empty())
+}
+
+/// The part of a `:text` query that is looked up in the index.
+fn text_lookup(normalized: &str) -> &str {
+    match normalized.char_indices().nth(MAX_TEXT_PREFIX) {
+        Some((i, _)) => &normalized[..i],
+        None => normalized,
+    }
 }
 
 /// What is hashed for an identifying token (`Identifier`, `ContactPoint`):
@@ -252,8 +270,9 @@ pub fn index_rows(
             text: Some(text), ..
         } = &e.value
         {
-            // Display texts may be free text: keyed word-prefix hashes only.
-            for input in prefix_hash_inputs(&text_param(e.param), text) {
+            // Display texts may be free text: keyed hashes of their first
+            // characters only (longer queries are checked on the candidates).
+            for input in text_hash_inputs(&text_param(e.param), text) {
                 let row = IndexRow::StringHash {
                     param: e.param.to_owned(),
                     hash: hash(&input)?,
@@ -529,6 +548,9 @@ pub enum Recheck {
     /// `:contains`, looked up by trigrams: one of the resource's normalised
     /// values must contain one of these.
     Contains { param: String, any_of: Vec<String> },
+    /// `:text` on a token, looked up by the first characters: one of the
+    /// resource's display texts must meet one of these ([`text_matches`]).
+    Text { param: String, any_of: Vec<String> },
     /// A composite, looked up by its components one by one: one element of the
     /// resource must meet every component of one of the values.
     Composite {
@@ -552,6 +574,11 @@ impl Recheck {
                 e.param == param
                     && matches!(e.value, IndexValue::Date { low, high }
                         if any_of.iter().any(|(op, from, to)| op.holds(low, high, *from, *to)))
+            }),
+            Recheck::Text { param, any_of } => entries.iter().any(|e| {
+                e.param == param
+                    && matches!(&e.value, IndexValue::Token { text: Some(t), .. }
+                        if any_of.iter().any(|q| text_matches(t, q)))
             }),
             Recheck::Contains { param, any_of } => entries.iter().any(|e| {
                 e.param == param
@@ -703,8 +730,26 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
                 .is_some_and(is_identifying)
     };
     let contains = |c: &Criterion| c.modifier == Some(Modifier::Contains);
+    let text_values = |c: &Criterion| -> Vec<String> {
+        c.values
+            .iter()
+            .filter_map(|v| match v {
+                SearchValue::Text(t) => Some(normalize::string(t)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Only a query longer than the indexed prefix needs its text checked.
+    let long_text = |c: &Criterion| {
+        c.kind == ParamType::Token
+            && c.modifier == Some(Modifier::Text)
+            && text_values(c)
+                .iter()
+                .any(|t| t.chars().count() > MAX_TEXT_PREFIX)
+    };
     let composite = |c: &Criterion| c.kind == ParamType::Composite && c.modifier.is_none();
-    let checked = |c: &Criterion| identifying_date(c) || contains(c) || composite(c);
+    let checked =
+        |c: &Criterion| identifying_date(c) || contains(c) || composite(c) || long_text(c);
     fn nested(f: &Filter, found: &dyn Fn(&Criterion) -> bool) -> bool {
         match f {
             Filter::Criterion(c) => found(c),
@@ -733,6 +778,12 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
                         .collect(),
                 });
             }
+            Filter::Criterion(c) if c.chain.is_empty() && long_text(c) => {
+                out.push(Recheck::Text {
+                    param: c.param.clone(),
+                    any_of: text_values(c),
+                });
+            }
             Filter::Criterion(c) if c.chain.is_empty() && composite(c) => {
                 out.push(Recheck::Composite {
                     res_type: c.resource_type.clone(),
@@ -750,7 +801,7 @@ pub fn rechecks(req: &SearchRequest) -> Result<Vec<Recheck>, ApiError> {
             Filter::Criterion(c) if c.chain.is_empty() => {}
             f if nested(f, &checked) => {
                 return Err(not_yet(
-                    "birth and death dates, :contains and composites in chains and _has".to_owned(),
+                    "birth and death dates, :contains, long :text values and composites in chains and _has".to_owned(),
                 ));
             }
             _ => {}
@@ -1077,12 +1128,10 @@ fn criterion_condition(
             for v in &c.values {
                 let SearchValue::Text(text) = v else { continue };
                 let normalized = normalize::string(text);
-                if normalized.chars().count() > MAX_STRING_PREFIX {
-                    return Err(not_yet(format!(
-                        "{param}:text values longer than {MAX_STRING_PREFIX} characters"
-                    )));
-                }
-                any_of.push(hash(&prefix_hash_input(&text_param(&param), &normalized))?);
+                any_of.push(hash(&prefix_hash_input(
+                    &text_param(&param),
+                    text_lookup(&normalized),
+                ))?);
             }
             Condition::StringHash { param, any_of }
         }
@@ -1228,13 +1277,29 @@ mod tests {
 
     #[test]
     fn prefixes_of_the_value_and_of_each_later_word() {
-        let inputs = prefix_hash_inputs("p", "body mass-index");
+        let inputs = prefix_hash_inputs("p", "body mass-index", MAX_STRING_PREFIX);
         let has = |prefix: &str| inputs.contains(&prefix_hash_input("p", prefix));
         assert!(has("b") && has("body mass-index") && has("body m"));
         assert!(has("m") && has("mass") && has("i") && has("index"));
         assert!(!has("mass-") && !has("mass-index"), "within the word only");
         // 15 prefixes of the value, 4 of "mass" and 5 of "index", none twice.
         assert_eq!(inputs.len(), 15 + 4 + 5);
+        // Display texts: the first 12 characters, checked in full beyond.
+        let text = text_hash_inputs("p", "hemoglobin a1c/hemoglobin.total");
+        assert_eq!(text.len(), 12 + 12);
+        assert_eq!(text_lookup("hemoglobin a1c/hemo"), "hemoglobin a");
+        assert!(text_matches(
+            "hemoglobin a1c/hemoglobin.total",
+            "hemoglobin a1c/hemo"
+        ));
+        assert!(text_matches(
+            "hemoglobin a1c/hemoglobin.total",
+            "a1c/hemoglobin.t"
+        ));
+        assert!(!text_matches(
+            "hemoglobin a1c/hemoglobin.total",
+            "a1c/hemoglobin.x"
+        ));
     }
 
     #[test]

@@ -71,8 +71,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../schema/postgres/0010_imported_files.sql"),
     },
     Migration {
-        name: "0011_word_prefixes",
-        sql: include_str!("../../../schema/postgres/0011_word_prefixes.sql"),
+        name: "0011_fewer_prefix_hashes",
+        sql: include_str!("../../../schema/postgres/0011_fewer_prefix_hashes.sql"),
     },
 ];
 

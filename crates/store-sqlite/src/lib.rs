@@ -68,8 +68,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../schema/sqlite/0010_imported_files.sql"),
     },
     Migration {
-        name: "0011_word_prefixes",
-        sql: include_str!("../../../schema/sqlite/0011_word_prefixes.sql"),
+        name: "0011_fewer_prefix_hashes",
+        sql: include_str!("../../../schema/sqlite/0011_fewer_prefix_hashes.sql"),
     },
 ];
 
@@ -107,7 +107,7 @@ fn open(path: &Path) -> StoreResult<SqliteConnection> {
     let mut c = SqliteConnection::establish(url).map_err(StoreError::unavailable)?;
     c.batch_execute(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
+         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
     )
     .map_err(StoreError::from)?;
     Ok(c)
