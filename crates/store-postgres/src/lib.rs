@@ -1,6 +1,7 @@
 //! The production store: PostgreSQL through diesel-async on tokio-postgres, pooled
 //! with deadpool, TLS through rustls (`sslmode=disable|require|verify-full`).
 
+mod prepared;
 mod tls;
 
 use diesel::prelude::*;
@@ -17,7 +18,7 @@ use hearth_store::schema::{
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
-    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
+    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, choose_driver,
     compartment_sql, count_sql, estimates_sql, search_sql,
 };
 use hearth_store::{
@@ -26,6 +27,7 @@ use hearth_store::{
     WriteIntent, WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
+use prepared::PreparedSql;
 pub use tls::{ConnectOptions, SslMode, UrlError};
 
 /// Migrations of this backend, in order. Every file of `schema/postgres/` is listed.
@@ -269,7 +271,7 @@ async fn driver(c: &mut AsyncPgConnection, tenant: &str, q: &SearchQuery) -> Sto
     let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Numbered) else {
         return Ok(choose_driver(q, &[]));
     };
-    let rows: Vec<EstimateRow> = bound_query::<diesel::pg::Pg>(sql, binds).load(c).await?;
+    let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
     let counts: Vec<(usize, u64)> = rows.iter().map(EstimateRow::pair).collect();
     Ok(choose_driver(q, &counts))
 }
@@ -436,7 +438,7 @@ impl hearth_store::Store for PgStore {
         if statements.len() == 1
             && let Some((sql, binds)) = statements.pop()
         {
-            let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds).load(c).await?;
+            let rows: Vec<SearchRow> = PreparedSql::new(sql, binds).load(c).await?;
             return Ok(rows.into_iter().map(SearchHit::from).collect());
         }
         c.build_transaction()
@@ -449,7 +451,7 @@ impl hearth_store::Store for PgStore {
                         break;
                     }
                     let rows: Vec<SearchRow> =
-                        bound_query::<diesel::pg::Pg>(sql, binds).load(c).await?;
+                        PreparedSql::new(sql, binds).load(c).await?;
                     hits.extend(rows.into_iter().map(SearchHit::from));
                 }
                 hits.truncate(q.limit as usize);
@@ -465,7 +467,7 @@ impl hearth_store::Store for PgStore {
     ) -> StoreResult<Vec<SearchHit>> {
         let (sql, binds) = compartment_sql(tenant, q, Placeholders::Numbered);
         let mut c = self.conn().await?;
-        let rows: Vec<SearchRow> = bound_query::<diesel::pg::Pg>(sql, binds)
+        let rows: Vec<SearchRow> = PreparedSql::new(sql, binds)
             .load(&mut c)
             .await?;
         Ok(rows.into_iter().map(SearchHit::from).collect())
@@ -558,7 +560,7 @@ impl hearth_store::Store for PgStore {
         let mut c = self.conn().await?;
         let driver = driver(&mut c, tenant, q).await?;
         let (sql, binds) = count_sql(tenant, q, Placeholders::Numbered, driver);
-        let row: CountRow = bound_query::<diesel::pg::Pg>(sql, binds)
+        let row: CountRow = PreparedSql::new(sql, binds)
             .get_result(&mut c)
             .await?;
         Ok(u64::try_from(row.n).unwrap_or(0))
