@@ -7,7 +7,9 @@ mod tls;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use std::collections::HashMap;
 
@@ -18,8 +20,8 @@ use hearth_store::schema::{
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
-    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, choose_driver,
-    compartment_sql, count_sql, estimates_sql, search_sql,
+    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, choose_driver, compartment_sql,
+    count_sql, estimate_caps, estimates_settle, estimates_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, ReindexJob,
@@ -101,6 +103,9 @@ impl PgStore {
     pub fn connect(url: &str, max_connections: usize) -> Result<Self, UrlError> {
         let options = ConnectOptions::parse(url)?;
         let mut config = ManagerConfig::default();
+        // No test query on every checkout (a round trip per request): a
+        // connection the server closed is known broken and replaced.
+        config.recycling_method = RecyclingMethod::Fast;
         config.custom_setup = Box::new(move |_url| {
             let options = options.clone();
             async move { options.establish().await }.boxed()
@@ -268,11 +273,17 @@ async fn apply_index(
 
 /// Which condition drives a search, from capped counts of each.
 async fn driver(c: &mut AsyncPgConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
-    let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Numbered) else {
-        return Ok(choose_driver(q, &[]));
-    };
-    let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
-    let counts: Vec<(usize, u64)> = rows.iter().map(EstimateRow::pair).collect();
+    let mut counts = Vec::new();
+    for cap in estimate_caps(q) {
+        let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Numbered, cap) else {
+            break;
+        };
+        let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
+        counts = rows.iter().map(EstimateRow::pair).collect();
+        if estimates_settle(q, cap, &counts) {
+            break;
+        }
+    }
     Ok(choose_driver(q, &counts))
 }
 
@@ -450,8 +461,7 @@ impl hearth_store::Store for PgStore {
                     if hits.len() >= q.limit as usize {
                         break;
                     }
-                    let rows: Vec<SearchRow> =
-                        PreparedSql::new(sql, binds).load(c).await?;
+                    let rows: Vec<SearchRow> = PreparedSql::new(sql, binds).load(c).await?;
                     hits.extend(rows.into_iter().map(SearchHit::from));
                 }
                 hits.truncate(q.limit as usize);
@@ -467,9 +477,7 @@ impl hearth_store::Store for PgStore {
     ) -> StoreResult<Vec<SearchHit>> {
         let (sql, binds) = compartment_sql(tenant, q, Placeholders::Numbered);
         let mut c = self.conn().await?;
-        let rows: Vec<SearchRow> = PreparedSql::new(sql, binds)
-            .load(&mut c)
-            .await?;
+        let rows: Vec<SearchRow> = PreparedSql::new(sql, binds).load(&mut c).await?;
         Ok(rows.into_iter().map(SearchHit::from).collect())
     }
 
@@ -560,9 +568,7 @@ impl hearth_store::Store for PgStore {
         let mut c = self.conn().await?;
         let driver = driver(&mut c, tenant, q).await?;
         let (sql, binds) = count_sql(tenant, q, Placeholders::Numbered, driver);
-        let row: CountRow = PreparedSql::new(sql, binds)
-            .get_result(&mut c)
-            .await?;
+        let row: CountRow = PreparedSql::new(sql, binds).get_result(&mut c).await?;
         Ok(u64::try_from(row.n).unwrap_or(0))
     }
 

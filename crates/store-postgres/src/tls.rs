@@ -69,12 +69,6 @@ impl ConnectOptions {
         let mut config: tokio_postgres::Config = stripped
             .parse()
             .map_err(|_| UrlError("the database URL could not be parsed".into()))?;
-        // Plans per execution, from the values (see `prepared`).
-        let options = match config.get_options() {
-            Some(o) => format!("{o} -c plan_cache_mode=force_custom_plan"),
-            None => "-c plan_cache_mode=force_custom_plan".to_owned(),
-        };
-        config.options(&options);
         let tls = match mode {
             SslMode::Disable => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);

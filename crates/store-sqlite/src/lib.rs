@@ -17,7 +17,7 @@ use hearth_store::schema::{
 };
 use hearth_store::search::{
     CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
-    compartment_sql, count_sql, estimates_sql, search_sql,
+    compartment_sql, count_sql, estimate_caps, estimates_settle, estimates_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Migration,
@@ -279,11 +279,17 @@ struct OwnedWrite {
 
 /// Which condition drives a search, from capped counts of each.
 fn driver(c: &mut SqliteConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
-    let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Question) else {
-        return Ok(choose_driver(q, &[]));
-    };
-    let rows: Vec<EstimateRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
-    let counts: Vec<(usize, u64)> = rows.iter().map(EstimateRow::pair).collect();
+    let mut counts = Vec::new();
+    for cap in estimate_caps(q) {
+        let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Question, cap) else {
+            break;
+        };
+        let rows: Vec<EstimateRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
+        counts = rows.iter().map(EstimateRow::pair).collect();
+        if estimates_settle(q, cap, &counts) {
+            break;
+        }
+    }
     Ok(choose_driver(q, &counts))
 }
 

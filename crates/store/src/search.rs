@@ -865,6 +865,7 @@ pub fn estimates_sql(
     tenant: &str,
     q: &SearchQuery,
     style: Placeholders,
+    cap: u32,
 ) -> Option<(String, Vec<Bind>)> {
     if q.drive_below == 0 || q.conditions.iter().any(|c| matches!(c, Condition::Id(_))) {
         return None;
@@ -875,7 +876,7 @@ pub fn estimates_sql(
         let Some(rows) = estimated_rows(&mut sql, c, &q.res_type) else {
             continue;
         };
-        let cap = sql.int(i64::from(q.drive_below));
+        let cap = sql.int(i64::from(cap));
         let index = sql.int(i64::try_from(i).unwrap_or(i64::MAX));
         parts.push(format!(
             "SELECT CAST({index} AS BIGINT) AS i, COUNT(*) AS n FROM ({rows} LIMIT {cap}) e{i}"
@@ -928,6 +929,28 @@ fn estimated_rows(sql: &mut Sql, c: &Condition, res_type: &str) -> Option<String
 }
 
 /// The driver given the estimates (condition index, capped count).
+/// The first estimate pass counts each condition up to this many rows: a
+/// condition under it drives whatever the others hold, so common conditions
+/// are not counted to the full cap (on PostgreSQL, counting 4,096 index rows
+/// of a common code costs more than a millisecond). Only when every
+/// condition reaches it does a second pass count up to `drive_below`.
+pub const FIRST_ESTIMATE_CAP: u32 = 256;
+
+/// The caps of the estimate passes of a query, in order.
+pub fn estimate_caps(q: &SearchQuery) -> Vec<u32> {
+    if q.drive_below > FIRST_ESTIMATE_CAP {
+        vec![FIRST_ESTIMATE_CAP, q.drive_below]
+    } else {
+        vec![q.drive_below]
+    }
+}
+
+/// Whether the counts of a pass with `cap` settle the driver: one is under
+/// the cap (so it is the least), or this was the last pass.
+pub fn estimates_settle(q: &SearchQuery, cap: u32, estimates: &[(usize, u64)]) -> bool {
+    cap >= q.drive_below || estimates.iter().any(|(_, n)| *n < u64::from(cap))
+}
+
 pub fn choose_driver(q: &SearchQuery, estimates: &[(usize, u64)]) -> Driver {
     match estimates.iter().min_by_key(|(_, n)| *n) {
         Some((i, n)) if *n < u64::from(q.drive_below) => Driver::Condition(*i),
@@ -943,6 +966,40 @@ enum Phase {
     All,
     Keyed,
     Unkeyed,
+}
+
+/// The order in which the conditions that do not drive are checked on each
+/// row: those that usually fail most often first (a reference to one resource
+/// before a code, a code before a date range), so a row that fails is dropped
+/// after one probe.
+fn check_rank(c: &Condition) -> u8 {
+    match c {
+        Condition::Id(_) => 0,
+        Condition::Reference { .. } | Condition::ReferenceUrl { .. } => 1,
+        Condition::StringHash { .. } => 2,
+        Condition::Token { negate: false, .. } | Condition::Uri { .. } => 3,
+        Condition::Number { .. } | Condition::Quantity { .. } => 4,
+        Condition::Chain { .. } => 5,
+        Condition::Has { .. } => 6,
+        Condition::Date { .. } => 7,
+        Condition::LastUpdated(_) | Condition::Missing { .. } => 8,
+        Condition::Token { negate: true, .. }
+        | Condition::Not(_)
+        | Condition::AnyOf(_)
+        | Condition::AllOf(_) => 9,
+    }
+}
+
+/// Row checks in rank order, as one expression evaluated in that order:
+/// nested `CASE`, since PostgreSQL otherwise orders them by estimated cost,
+/// which is about the same for every probe.
+fn in_order(mut checks: Vec<(u8, String)>) -> Option<String> {
+    checks.sort_by_key(|(rank, _)| *rank);
+    let mut rest = checks.into_iter().map(|(_, c)| c).rev();
+    let last = rest.next()?;
+    Some(rest.fold(last, |inner, check| {
+        format!("CASE WHEN {check} THEN {inner} ELSE FALSE END")
+    }))
 }
 
 fn build(
@@ -973,6 +1030,7 @@ fn build(
         format!("r.res_type = {rt}"),
         "NOT r.deleted".to_owned(),
     ];
+    let mut checks = Vec::new();
     for (i, c) in q.conditions.iter().enumerate() {
         if driver == Driver::Condition(i)
             && let Some(m) = membership(&mut sql, c, 0, Form::In).filter(|m| !m.negated)
@@ -988,8 +1046,10 @@ fn build(
         } else {
             &top
         };
-        let c = clause(&mut sql, c, scope, 0, Form::Exists);
-        clauses.push(c);
+        checks.push((check_rank(c), clause(&mut sql, c, scope, 0, Form::Exists)));
+    }
+    if let Some(all) = in_order(checks) {
+        clauses.push(all);
     }
     let Some(phase) = phase else {
         sql.text = format!(
