@@ -6,8 +6,11 @@
 //! cargo run --release -p hearth-bench --bin hearth-search-bench -- ../shared/data/synthea
 //!     [--bundles N] [--runs N] [--database-url postgres://…] [--data-dir DIR]
 //!
-//! With `--data-dir`, the store (and master key) is kept there, and a later run
-//! with the same directory skips the load and only measures.
+//! With `--data-dir DIR`, the store is `DIR/data` (on PostgreSQL the master key
+//! is `DIR/master.key`, 32 bytes of 42) and is kept; when `DIR/loaded` exists
+//! the load is skipped and only the queries run. A store filled faster by
+//! `HEARTH_DATA_DIR=DIR/data hearth import …` is measured the same way once
+//! `DIR/loaded` is written.
 
 // A measuring tool: any failure aborts the run, loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
