@@ -60,16 +60,13 @@ impl EntryResult {
 
 #[derive(Debug)]
 enum Op {
-    Create {
+    /// POST (`create`, the id new) or PUT.
+    Put {
+        create: bool,
         res_type: String,
         id: String,
         resource: Json,
-    },
-    Update {
-        res_type: String,
-        id: String,
-        resource: Json,
-        if_match: Option<i64>,
+        precondition: Precondition,
     },
     Delete {
         res_type: String,
@@ -86,20 +83,34 @@ impl Op {
     fn order(&self) -> u8 {
         match self {
             Op::Delete { .. } => 0,
-            Op::Create { .. } => 1,
-            Op::Update { .. } => 2,
+            Op::Put { create: true, .. } => 1,
+            Op::Put { create: false, .. } => 2,
             Op::Read { .. } => 3,
         }
     }
 
     fn target(&self) -> (&str, &str) {
         match self {
-            Op::Create { res_type, id, .. }
-            | Op::Update { res_type, id, .. }
+            Op::Put { res_type, id, .. }
             | Op::Delete { res_type, id }
             | Op::Read { res_type, id, .. } => (res_type, id),
         }
     }
+}
+
+/// The resource of a put, validated as the single-resource path does.
+fn check_put(
+    create: bool,
+    res_type: &str,
+    id: &str,
+    resource: Json,
+) -> Result<crate::json::Object, ApiError> {
+    let expect = if create {
+        Expect::Create { res_type }
+    } else {
+        Expect::Update { res_type, id }
+    };
+    fhir::check_resource(resource, expect)
 }
 
 #[derive(Debug)]
@@ -196,7 +207,7 @@ impl BundleRequest {
         let mut entries = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
             let op = op.and_then(|mut op| {
-                if let Op::Create { resource, .. } | Op::Update { resource, .. } = &mut op {
+                if let Op::Put { resource, .. } = &mut op {
                     rewrite_references(resource, &ids).map_err(|e| at_entry(i, e))?;
                 }
                 Ok(op)
@@ -289,21 +300,26 @@ fn read_entry(
                     "conditional create (ifNoneExist) is not supported yet",
                 ));
             }
-            Op::Create {
+            Op::Put {
+                create: true,
                 res_type: known_type(t)?,
                 id: new_id()?,
                 resource: resource()?,
+                precondition: Precondition::Absent,
             }
         }
-        ("PUT", [t, id]) => Op::Update {
+        ("PUT", [t, id]) => Op::Put {
+            create: false,
             res_type: known_type(t)?,
             id: checked_id(id)?,
             resource: resource()?,
-            if_match: match if_match {
-                None => None,
-                Some(v) => Some(crate::http::parse_etag(&v).ok_or_else(|| {
-                    invalid(i, "entry.request.ifMatch must be an ETag such as W/\"3\"")
-                })?),
+            precondition: match if_match {
+                None => Precondition::None,
+                Some(v) => {
+                    Precondition::VersionIs(crate::http::parse_etag(&v).ok_or_else(|| {
+                        invalid(i, "entry.request.ifMatch must be an ETag such as W/\"3\"")
+                    })?)
+                }
             },
         },
         ("DELETE", [t, id]) => Op::Delete {
@@ -440,35 +456,15 @@ impl Service {
         let mut reads = Vec::new();
         for (i, op) in ops {
             match op {
-                Op::Create {
+                Op::Put {
+                    create,
                     res_type,
                     id,
                     resource,
+                    precondition,
                 } => {
-                    let obj = fhir::check_resource(
-                        resource,
-                        Expect::Create {
-                            res_type: &res_type,
-                        },
-                    )
-                    .map_err(|e| at_entry(i, e))?;
-                    let p = self
-                        .prepare_put(tenant, &res_type, &id, obj, Precondition::Absent)
-                        .map_err(|e| at_entry(i, e))?;
-                    ready.push((i, Ready::Put(Box::new(p))));
-                }
-                Op::Update {
-                    res_type,
-                    id,
-                    resource,
-                    if_match,
-                } => {
-                    let expect = Expect::Update {
-                        res_type: &res_type,
-                        id: &id,
-                    };
-                    let obj = fhir::check_resource(resource, expect).map_err(|e| at_entry(i, e))?;
-                    let precondition = if_match.map_or(Precondition::None, Precondition::VersionIs);
+                    let obj =
+                        check_put(create, &res_type, &id, resource).map_err(|e| at_entry(i, e))?;
                     let p = self
                         .prepare_put(tenant, &res_type, &id, obj, precondition)
                         .map_err(|e| at_entry(i, e))?;
@@ -577,34 +573,14 @@ impl Service {
 
     async fn batch_entry(&self, tenant: &str, op: Op) -> Result<EntryResult, ApiError> {
         Ok(match op {
-            Op::Create {
+            Op::Put {
+                create,
                 res_type,
                 id,
                 resource,
+                precondition,
             } => {
-                let obj = fhir::check_resource(
-                    resource,
-                    Expect::Create {
-                        res_type: &res_type,
-                    },
-                )?;
-                let (rv, created) = self
-                    .put(tenant, &res_type, &id, obj, Precondition::Absent)
-                    .await?;
-                EntryResult::Written { created, rv }
-            }
-            Op::Update {
-                res_type,
-                id,
-                resource,
-                if_match,
-            } => {
-                let expect = Expect::Update {
-                    res_type: &res_type,
-                    id: &id,
-                };
-                let obj = fhir::check_resource(resource, expect)?;
-                let precondition = if_match.map_or(Precondition::None, Precondition::VersionIs);
+                let obj = check_put(create, &res_type, &id, resource)?;
                 let (rv, created) = self.put(tenant, &res_type, &id, obj, precondition).await?;
                 EntryResult::Written { created, rv }
             }

@@ -11,12 +11,11 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use std::collections::HashMap;
 
 use futures_util::FutureExt;
 use hearth_store::schema::{
     CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
-    ReindexJobRow, ReindexProgress, SearchRow, VersionRow, data_keys, hearth_migrations,
+    ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet, data_keys, hearth_migrations,
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
@@ -195,17 +194,14 @@ async fn write_all_tx(
     tenant: &str,
     writes: Vec<(WriteIntent<'_>, SealFn)>,
 ) -> Result<Vec<WriteOutcome>, WriteAllError> {
-    let mut outcomes = Vec::with_capacity(writes.len());
-    let mut index = IndexChanges::default();
-    let mut written: HashMap<(String, String), (i64, bool)> = HashMap::new();
+    let mut set = WriteSet::default();
     for (i, (intent, seal)) in writes.into_iter().enumerate() {
         let at = |e: StoreError| WriteAllError {
             entry: Some(i),
             error: e,
         };
-        let key = (intent.res_type.to_owned(), intent.id.to_owned());
-        let current = match written.get(&key) {
-            Some(c) => Some(*c),
+        let current = match set.written(intent.res_type, intent.id) {
+            Some(c) => Some(c),
             None => resources::table
                 .find((tenant, intent.res_type, intent.id))
                 .select((resources::version, resources::deleted))
@@ -217,7 +213,7 @@ async fn write_all_tx(
         };
         let (version, created) = match plan_write(current, &intent).map_err(at)? {
             WritePlan::Skip(outcome) => {
-                outcomes.push(outcome);
+                set.outcomes.push(outcome);
                 continue;
             }
             WritePlan::Write { version, created } => (version, created),
@@ -241,26 +237,13 @@ async fn write_all_tx(
             .await
             .map_err(|e| at(e.into()))?;
         // A second write of the same resource replaces the rows of the first.
-        if index.touches(intent.res_type, intent.id) {
-            apply_index(c, tenant, std::mem::take(&mut index)).await?;
+        if set.index.touches(intent.res_type, intent.id) {
+            apply_index(c, tenant, std::mem::take(&mut set.index)).await?;
         }
-        if current.is_some() {
-            index.delete(intent.res_type, intent.id);
-        }
-        if intent.kind == WriteKind::Put {
-            index.insert(
-                tenant,
-                intent.res_type,
-                intent.id,
-                intent.index,
-                intent.last_updated,
-            );
-        }
-        written.insert(key, (version, intent.kind == WriteKind::Delete));
-        outcomes.push(WriteOutcome::Written { version, created });
+        set.wrote(tenant, &intent, current.is_some(), version, created);
     }
-    apply_index(c, tenant, index).await?;
-    Ok(outcomes)
+    apply_index(c, tenant, set.index).await?;
+    Ok(set.outcomes)
 }
 
 async fn apply_index(

@@ -597,6 +597,57 @@ impl IndexChanges {
     }
 }
 
+/// The bookkeeping of `Store::write_all` that both backends share: the
+/// outcomes so far, the versions written earlier in the set (a later write of
+/// the same resource sees them), and the index changes still to apply.
+#[derive(Default)]
+pub struct WriteSet {
+    pub outcomes: Vec<crate::WriteOutcome>,
+    pub index: IndexChanges,
+    written: std::collections::HashMap<(String, String), (i64, bool)>,
+}
+
+impl WriteSet {
+    /// The `(version, deleted)` a write earlier in this set left.
+    pub fn written(&self, res_type: &str, id: &str) -> Option<(i64, bool)> {
+        self.written
+            .get(&(res_type.to_owned(), id.to_owned()))
+            .copied()
+    }
+
+    /// Records a write whose rows are in: its index changes (the caller
+    /// applies those gathered so far first when [`IndexChanges::touches`]
+    /// says the resource is among them) and its outcome.
+    pub fn wrote(
+        &mut self,
+        tenant: &str,
+        intent: &crate::WriteIntent<'_>,
+        existed: bool,
+        version: i64,
+        created: bool,
+    ) {
+        if existed {
+            self.index.delete(intent.res_type, intent.id);
+        }
+        let deleted = intent.kind == crate::WriteKind::Delete;
+        if !deleted {
+            self.index.insert(
+                tenant,
+                intent.res_type,
+                intent.id,
+                intent.index,
+                intent.last_updated,
+            );
+        }
+        self.written.insert(
+            (intent.res_type.to_owned(), intent.id.to_owned()),
+            (version, deleted),
+        );
+        self.outcomes
+            .push(crate::WriteOutcome::Written { version, created });
+    }
+}
+
 /// Applies [`IndexChanges`] on a connection (each backend expands it, with
 /// `.await` after each statement on PostgreSQL): deletes first, then inserts.
 #[macro_export]
