@@ -149,7 +149,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),
-        capability: http::metadata_statement(&started),
+        capability: http::Capability::new(started),
         max_body_bytes: config.http.max_body_bytes,
         max_bundle_entries: config.fhir.max_bundle_entries,
         default_page_size: config.fhir.default_page_size,

@@ -217,14 +217,6 @@ impl BundleRequest {
         Ok(BundleRequest { kind, entries })
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// How many entries write a resource.
     pub fn writes(&self) -> usize {
         self.entries

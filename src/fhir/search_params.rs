@@ -148,6 +148,19 @@ static CUSTOM: std::sync::LazyLock<std::sync::RwLock<Custom>> = std::sync::LazyL
     })
 });
 
+/// Bumped whenever the added parameters or their readiness change, so what is
+/// derived from them (the CapabilityStatement) knows to be rebuilt.
+static CUSTOM_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn custom_changed() {
+    CUSTOM_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Release);
+}
+
+/// The generation of the added parameters (see `custom_changed`).
+pub fn custom_generation() -> u64 {
+    CUSTOM_GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
+
 fn custom_params() -> Vec<&'static SearchParam> {
     CUSTOM
         .read()
@@ -168,7 +181,11 @@ pub fn custom_ready(param: &SearchParam) -> bool {
 /// Marks added parameters searchable (their reindex job is done).
 pub fn set_custom_ready(ids: &[String]) {
     if let Ok(mut c) = CUSTOM.write() {
+        let before = c.ready.len();
         c.ready.extend(ids.iter().cloned());
+        if c.ready.len() != before {
+            custom_changed();
+        }
     }
 }
 
@@ -201,6 +218,7 @@ pub fn register_custom(
         c.params.push((resource_id.to_owned(), param));
         c.ready.remove(&id);
     }
+    custom_changed();
 }
 
 /// The ids of the added parameters, as registered.
@@ -217,6 +235,7 @@ pub fn unregister_custom(resource_id: &str) {
         c.params.retain(|(rid, _)| rid != resource_id);
         c.ready.remove(&custom_id(resource_id));
     }
+    custom_changed();
 }
 
 fn list(field: &'static str) -> Vec<&'static str> {

@@ -1,5 +1,6 @@
-//! `capabilities` (R4 3.1.0.5): `GET [base]/metadata`, rendered once at start-up
-//! by [`capability_statement`] from what this server implements.
+//! `capabilities` (R4 3.1.0.5): `GET [base]/metadata`, rendered by
+//! [`capability_statement`] from what this server implements, and rendered
+//! again when search parameters are added or removed at run time.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -19,8 +20,42 @@ pub async fn capabilities(
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,
-        state.capability.clone(),
+        state.capability.current(),
     ))
+}
+
+/// The rendered CapabilityStatement, with the generation of the added search
+/// parameters it shows.
+pub struct Capability {
+    started: String,
+    rendered: std::sync::RwLock<(u64, Vec<u8>)>,
+}
+
+impl Capability {
+    /// `started` is the server's start time, the statement's `date`.
+    pub fn new(started: String) -> Self {
+        let generation = search_params::custom_generation();
+        let body = capability_statement(&started);
+        Capability {
+            started,
+            rendered: std::sync::RwLock::new((generation, body)),
+        }
+    }
+
+    /// The statement as of now (rendered again when parameters changed).
+    pub fn current(&self) -> Vec<u8> {
+        let generation = search_params::custom_generation();
+        if let Ok(r) = self.rendered.read()
+            && r.0 == generation
+        {
+            return r.1.clone();
+        }
+        let body = capability_statement(&self.started);
+        if let Ok(mut w) = self.rendered.write() {
+            *w = (generation, body.clone());
+        }
+        body
+    }
 }
 
 fn strings(items: &[&str]) -> Json {
@@ -106,7 +141,13 @@ pub fn capability_statement(date: &str) -> Vec<u8> {
     let mut rest = Object::default();
     rest.push("mode", Json::string("server"));
     rest.push("resource", Json::Array(resources));
-    rest.push("interaction", codes("code", &["history-system"]));
+    rest.push(
+        "interaction",
+        codes(
+            "code",
+            &["transaction", "batch", "search-system", "history-system"],
+        ),
+    );
     let mut software = Object::default();
     software.push("name", Json::string("Hearth"));
     software.push("version", Json::string(env!("CARGO_PKG_VERSION")));

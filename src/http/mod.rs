@@ -13,7 +13,7 @@ mod reindex;
 mod search;
 mod update;
 
-pub use metadata::capability_statement as metadata_statement;
+pub use metadata::Capability;
 
 use std::time::Instant;
 
@@ -37,8 +37,8 @@ pub struct AppState {
     pub service: Service,
     pub base_path: String,
     pub public_url: Option<String>,
-    /// The CapabilityStatement, rendered once at start-up.
-    pub capability: Vec<u8>,
+    /// The CapabilityStatement (rendered again when search parameters change).
+    pub capability: metadata::Capability,
     pub max_body_bytes: usize,
     pub max_bundle_entries: usize,
     pub default_page_size: u32,

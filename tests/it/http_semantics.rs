@@ -224,6 +224,16 @@ async fn capability_statement_is_honest() {
     assert_eq!(cs["resourceType"], "CapabilityStatement");
     assert_eq!(cs["fhirVersion"], "4.0.1");
     assert_eq!(cs["kind"], "instance");
+    let system: Vec<&str> = cs["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        system,
+        ["transaction", "batch", "search-system", "history-system"]
+    );
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
     assert_eq!(resources.len(), 146);
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();

@@ -1114,6 +1114,21 @@ async fn added_search_parameters(app: TestApp) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(found, ["p1"]);
+    // The CapabilityStatement lists it now, without a restart.
+    let listed = async |app: &TestApp| {
+        let (_, statement) = json(app.get("metadata").await).await;
+        statement["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "Patient")
+            .unwrap()["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == code.as_str())
+    };
+    assert!(listed(&app).await, "{code} not in the CapabilityStatement");
     let (status, jobs) = json(app.get("$reindex").await).await;
     assert_eq!(status, 200);
     let job = jobs["parameter"]
@@ -1143,6 +1158,10 @@ async fn added_search_parameters(app: TestApp) {
             .await
             .status(),
         204
+    );
+    assert!(
+        !listed(&again).await,
+        "{code} still in the CapabilityStatement"
     );
     let res = again
         .client
