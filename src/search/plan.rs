@@ -1209,10 +1209,16 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
                 let def = r4()
                     .get(&req.resource_type, code)
                     .ok_or_else(|| ApiError::invalid(format!("unknown sort parameter {code}")))?;
-                // Identifying dates are indexed by year only: no exact order.
+                // Identifying values are kept as keyed hashes or by year
+                // only: they have no order to sort by.
                 let sortable = matches!(
                     def.kind,
-                    ParamType::Date | ParamType::Number | ParamType::Quantity
+                    ParamType::Date
+                        | ParamType::Number
+                        | ParamType::Quantity
+                        | ParamType::Token
+                        | ParamType::Reference
+                        | ParamType::Uri
                 ) && is_searchable(def)
                     && !is_identifying(def);
                 if !sortable {

@@ -77,6 +77,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_fewer_prefix_hashes",
         sql: include_str!("../../../schema/postgres/0011_fewer_prefix_hashes.sql"),
     },
+    Migration {
+        name: "0012_text_sort_keys",
+        sql: include_str!("../../../schema/postgres/0012_text_sort_keys.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).

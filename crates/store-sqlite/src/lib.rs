@@ -70,6 +70,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_fewer_prefix_hashes",
         sql: include_str!("../../../schema/sqlite/0011_fewer_prefix_hashes.sql"),
     },
+    Migration {
+        name: "0012_text_sort_keys",
+        sql: include_str!("../../../schema/sqlite/0012_text_sort_keys.sql"),
+    },
 ];
 
 const MAX_READERS: usize = 8;

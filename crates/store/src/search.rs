@@ -291,6 +291,17 @@ const KEY_TAG: u8 = 0x01;
 const MISSING_LAST_ASC: [u8; 1] = [0xFF];
 const MISSING_LAST_DESC: [u8; 0] = [];
 
+/// Texts as bytes that compare in their order, part by part (a part that is a
+/// prefix of another sorts first: parts end with a zero byte).
+pub fn text_key(parts: &[&str]) -> Vec<u8> {
+    let mut out = vec![KEY_TAG];
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// An integer as bytes that compare in the integer's order.
 pub fn int_key(v: i64) -> Vec<u8> {
     let mut out = vec![KEY_TAG];
@@ -312,8 +323,10 @@ pub fn real_key(v: f64) -> Vec<u8> {
 }
 
 /// The sort keys of a resource: per date, number or quantity parameter the
-/// smallest value (dates: earliest start) and the largest (dates: latest end),
-/// and `_lastUpdated`. As `(param, ascending key, descending key)`.
+/// smallest value (dates: earliest start) and the largest (dates: latest end);
+/// per token, reference or uri parameter the least and the greatest text (a
+/// token's code then its system; a reference's `Type/id`, or its URL); and
+/// `_lastUpdated`. As `(param, ascending key, descending key)`.
 pub fn sort_keys(
     rows: &[crate::IndexRow],
     last_updated: Micros,
@@ -322,6 +335,7 @@ pub fn sort_keys(
     enum Range {
         Int(i64, i64),
         Real(f64, f64),
+        Text(Vec<u8>, Vec<u8>),
     }
     let mut ranges: BTreeMap<&str, Range> = BTreeMap::new();
     for row in rows {
@@ -334,12 +348,38 @@ pub fn sort_keys(
                 }
                 (param, Range::Real(*value, *value))
             }
+            crate::IndexRow::Token {
+                param,
+                system,
+                code,
+            } => {
+                let k = text_key(&[code, system]);
+                (param, Range::Text(k.clone(), k))
+            }
+            crate::IndexRow::Reference {
+                param,
+                target_type,
+                target_id,
+                url,
+            } => {
+                let k = if target_type.is_empty() {
+                    text_key(&[url])
+                } else {
+                    text_key(&[&format!("{target_type}/{target_id}")])
+                };
+                (param, Range::Text(k.clone(), k))
+            }
+            crate::IndexRow::Uri { param, value } => {
+                let k = text_key(&[value]);
+                (param, Range::Text(k.clone(), k))
+            }
             _ => continue,
         };
         let merged = match (ranges.remove(param.as_str()), range) {
             (None, r) => r,
             (Some(Range::Int(a, b)), Range::Int(c, d)) => Range::Int(a.min(c), b.max(d)),
             (Some(Range::Real(a, b)), Range::Real(c, d)) => Range::Real(a.min(c), b.max(d)),
+            (Some(Range::Text(a, b)), Range::Text(c, d)) => Range::Text(a.min(c), b.max(d)),
             // A parameter has one type; keep the first kind seen if not.
             (Some(first), _) => first,
         };
@@ -350,6 +390,7 @@ pub fn sort_keys(
         .map(|(param, r)| match r {
             Range::Int(lo, hi) => (param.to_owned(), int_key(lo), int_key(hi)),
             Range::Real(lo, hi) => (param.to_owned(), real_key(lo), real_key(hi)),
+            Range::Text(lo, hi) => (param.to_owned(), lo, hi),
         })
         .collect();
     out.push((
@@ -1370,7 +1411,22 @@ mod tests {
         for w in reals.windows(2) {
             assert!(real_key(w[0]) < real_key(w[1]), "{w:?}");
         }
-        for k in [int_key(i64::MAX), real_key(f64::MAX)] {
+        let texts = [
+            text_key(&["", "z"]),
+            text_key(&["a", "urn:x"]),
+            text_key(&["a", "urn:y"]),
+            text_key(&["ab", ""]),
+            text_key(&["b", ""]),
+            text_key(&["\u{10FFFF}"]),
+        ];
+        for w in texts.windows(2) {
+            assert!(w[0] < w[1], "{w:?}");
+        }
+        for k in [
+            int_key(i64::MAX),
+            real_key(f64::MAX),
+            text_key(&["\u{10FFFF}"]),
+        ] {
             assert!(MISSING_LAST_DESC.as_slice() < k.as_slice());
             assert!(k.as_slice() < MISSING_LAST_ASC.as_slice());
         }
