@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::support::{Backend, TestApp, json};
+use crate::support::{Backend, TestApp, entry_versions, json};
 
 fn entry(full_url: &str, method: &str, url: &str, resource: Value) -> Value {
     json!({"fullUrl": full_url, "resource": resource, "request": {"method": method, "url": url}})
@@ -383,18 +383,7 @@ async fn concurrent_transactions_keep_every_update(app: TestApp) {
         assert_eq!(t.await.unwrap(), 200);
     }
     let (_, history) = json(app.get("Patient/shared/_history?_count=50").await).await;
-    let mut versions: Vec<u64> = history["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            e["resource"]["meta"]["versionId"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let mut versions = entry_versions(&history);
     versions.sort_unstable();
     assert_eq!(versions, (1..=11).collect::<Vec<_>>());
     let families: std::collections::BTreeSet<String> = history["entry"]

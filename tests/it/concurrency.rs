@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::both_backends;
-use crate::support::{TestApp, json};
+use crate::support::{TestApp, entry_versions, json};
 
 async fn twenty_puts_with_the_same_if_match(app: TestApp) {
     let body = json!({"resourceType": "Patient", "id": "contended", "active": true});
@@ -99,18 +99,7 @@ async fn twenty_unconditional_puts_leave_no_gaps(app: TestApp) {
         assert!(status == 200 || status == 409, "{status}");
     }
     let (_, h) = json(app.get("Patient/busy/_history?_count=100").await).await;
-    let mut versions: Vec<i64> = h["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            e["resource"]["meta"]["versionId"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let mut versions = entry_versions(&h);
     versions.reverse();
     let expected: Vec<i64> = (1..=versions.len() as i64).collect();
     assert_eq!(versions, expected, "history has gaps or duplicates");

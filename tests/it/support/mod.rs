@@ -222,6 +222,22 @@ impl Drop for TestApp {
     }
 }
 
+/// The version numbers (`meta.versionId`) of the resources of a Bundle's
+/// entries, in entry order.
+pub fn entry_versions(bundle: &Value) -> Vec<i64> {
+    bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            e["resource"]["meta"]["versionId"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .expect("versionId")
+        })
+        .collect()
+}
+
 /// The JSON body of a response, with its status.
 pub async fn json(res: reqwest::Response) -> (u16, Value) {
     let status = res.status().as_u16();
