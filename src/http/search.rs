@@ -407,62 +407,88 @@ async fn run_system(
     );
     let hasher = |input: &[u8]| state.service.search_hash(DEFAULT_TENANT, input);
     let mut total = (only_count || want_total).then_some(0u64);
-    let mut found: Vec<ResourceVersion> = Vec::new();
-    let mut next = None;
-    for parsed in &parsed_all {
-        let t = parsed.resource_type.as_str();
-        let checks = plan::rechecks(parsed)?;
-        if let Some(n) = total.as_mut() {
+    if let Some(n) = total.as_mut() {
+        for parsed in &parsed_all {
             let mut q = plan::store_query(parsed, None, 1, &hasher)?;
             q.drive_below = state.search_drive_below;
-            *n += count_checked(state, &q, &checks).await?;
+            *n += count_checked(state, &q, &plan::rechecks(parsed)?).await?;
         }
-        if only_count || next.is_some() || t < after_type.as_str() {
+    }
+    // The types in reading order from the position's on (backward: down from
+    // it, each read from its end, nearest first), up to one more than a page.
+    let backward = page.as_ref().is_some_and(|c| c.backward);
+    let mut hits: Vec<(ResourceVersion, String)> = Vec::new();
+    let in_order: Vec<&query::SearchRequest> = if backward {
+        parsed_all.iter().rev().collect()
+    } else {
+        parsed_all.iter().collect()
+    };
+    for parsed in in_order {
+        let t = parsed.resource_type.as_str();
+        let passed = if backward {
+            t > after_type.as_str()
+        } else {
+            t < after_type.as_str()
+        };
+        if only_count || passed || hits.len() > count as usize {
             continue;
         }
-        let after = (t == after_type).then(|| Cursor {
-            keys: Vec::new(),
-            id: after_id.clone(),
-            backward: false,
-        });
-        let room = count as usize - found.len();
+        let after = if t == after_type {
+            Some(Cursor {
+                keys: Vec::new(),
+                id: after_id.clone(),
+                backward,
+            })
+        } else {
+            backward.then(Cursor::end)
+        };
+        let room = count as usize + 1 - hits.len();
         let mut q = plan::store_query(
             parsed,
             after,
-            u32::try_from(room + 1).unwrap_or(u32::MAX),
+            u32::try_from(room).unwrap_or(u32::MAX),
             &hasher,
         )?;
         q.drive_below = state.search_drive_below;
-        let mut hits = search_checked(state, &q, &checks).await?;
-        if hits.len() > room {
-            hits.truncate(room);
-            let last = hits.last().map_or_else(
-                || Cursor {
-                    keys: vec![t.as_bytes().to_vec()],
-                    id: after_id.clone(),
-                    backward: false,
-                },
-                |(r, _)| Cursor {
-                    keys: vec![t.as_bytes().to_vec()],
-                    id: r.id.clone(),
-                    backward: false,
-                },
-            );
-            next = Some(last.encode());
-        }
-        found.extend(hits.into_iter().map(|(r, _)| r));
-        if found.len() >= count as usize && next.is_none() {
-            // Full exactly at the end of a type: the next page starts after it.
-            next = found.last().map(|r| {
-                Cursor {
-                    keys: vec![r.res_type.as_bytes().to_vec()],
-                    id: r.id.clone(),
-                    backward: false,
-                }
-                .encode()
-            });
-        }
+        let rows = search_checked(state, &q, &plan::rechecks(parsed)?).await?;
+        hits.extend(rows.into_iter().map(|(r, _)| (r, t.to_owned())));
     }
+    let more = hits.len() > count as usize;
+    hits.truncate(count as usize);
+    if backward {
+        hits.reverse();
+    }
+    let position = |(r, t): &(ResourceVersion, String), backward| {
+        Cursor {
+            keys: vec![t.as_bytes().to_vec()],
+            id: r.id.clone(),
+            backward,
+        }
+        .encode()
+    };
+    let (next, previous) = if backward {
+        // After the last result shown; with none, everything from the start.
+        let start = Cursor {
+            keys: vec![Vec::new()],
+            id: String::new(),
+            backward: false,
+        };
+        (
+            Some(
+                hits.last()
+                    .map_or_else(|| start.encode(), |h| position(h, false)),
+            ),
+            hits.first().filter(|_| more).map(|h| position(h, true)),
+        )
+    } else {
+        (
+            hits.last().filter(|_| more).map(|h| position(h, false)),
+            hits.first()
+                .filter(|_| page.is_some())
+                .map(|h| position(h, true)),
+        )
+    };
+    let mut found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();
     if let Some(how) = subset(first) {
         for r in &mut found {
             r.body = crate::fhir::subset::apply(&r.body, &r.res_type, &how)?;
@@ -480,7 +506,7 @@ async fn run_system(
         kept.insert(0, format!("_type={}", encode(&types.join(","))));
     }
     let self_page = page.as_ref().map(Cursor::encode);
-    let links = page_links(&base, "", &kept, count, [self_page, next, None]);
+    let links = page_links(&base, "", &kept, count, [self_page, next, previous]);
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,
@@ -749,44 +775,91 @@ pub async fn everything(
     let count = count
         .unwrap_or(state.default_search_count)
         .clamp(1, state.max_page_size);
-    // The patient itself opens the first page (404/410 when it is not there).
-    let mut found = Vec::new();
-    let first_page = page.is_none();
-    if first_page {
+    // The patient itself comes first, before every member (404/410 when it
+    // is not there); the position before the first member is `start`.
+    let start = Cursor {
+        keys: vec![Vec::new()],
+        id: String::new(),
+        backward: false,
+    };
+    let wanted = types.is_empty() || types.iter().any(|t| t == "Patient");
+    let patient = async {
         let patient = state.service.read(DEFAULT_TENANT, "Patient", &id).await?;
-        let wanted = types.is_empty() || types.iter().any(|t| t == "Patient");
-        if wanted && since.is_none_or(|s| patient.last_updated >= s) {
-            found.push(patient);
-        }
-    }
-    let q = hearth_store::search::CompartmentQuery {
-        compartment: "Patient".to_owned(),
-        id: id.clone(),
-        types,
-        since,
-        after: page.clone(),
-        limit: count + 1 - u32::try_from(found.len()).unwrap_or(0),
+        Ok::<_, ApiError>(
+            (wanted && since.is_none_or(|s| patient.last_updated >= s)).then_some(patient),
+        )
     };
-    let mut hits = state.service.compartment_page(DEFAULT_TENANT, &q).await?;
-    let room = count as usize - found.len();
-    let next = if hits.len() > room {
-        hits.truncate(room);
-        // After the last member shown, or (the patient alone filled the page)
-        // before the first.
-        let start = Cursor {
-            keys: vec![Vec::new()],
-            id: String::new(),
-            backward: false,
+    let backward = page.as_ref().is_some_and(|c| c.backward);
+    let mut found = Vec::new();
+    let (next, previous);
+    if backward {
+        // The members before the position, nearest first; the patient opens
+        // the page when the read reaches the start and there is room.
+        let q = hearth_store::search::CompartmentQuery {
+            compartment: "Patient".to_owned(),
+            id: id.clone(),
+            types,
+            since,
+            after: page.clone(),
+            limit: count + 1,
         };
-        Some(hits.last().map_or(start, |(_, c)| c.clone()).encode())
+        let mut hits = state.service.compartment_page(DEFAULT_TENANT, &q).await?;
+        let more = hits.len() > count as usize;
+        hits.truncate(count as usize);
+        hits.reverse();
+        let mut patient_left = false;
+        if !more && let Some(p) = patient.await? {
+            if hits.len() < count as usize {
+                found.push(p);
+            } else {
+                patient_left = true;
+            }
+        }
+        previous = hits
+            .first()
+            .filter(|_| more || patient_left)
+            .map(|(_, c)| c.toward(true).encode());
+        next = Some(
+            hits.last()
+                .map_or(&start, |(_, c)| c)
+                .toward(false)
+                .encode(),
+        );
+        found.extend(hits.into_iter().map(|(r, _)| r));
     } else {
-        None
-    };
-    found.extend(hits.into_iter().map(|(r, _)| r));
+        if page.is_none() {
+            found.extend(patient.await?);
+        }
+        let q = hearth_store::search::CompartmentQuery {
+            compartment: "Patient".to_owned(),
+            id: id.clone(),
+            types,
+            since,
+            after: page.clone(),
+            limit: count + 1 - u32::try_from(found.len()).unwrap_or(0),
+        };
+        let mut hits = state.service.compartment_page(DEFAULT_TENANT, &q).await?;
+        let room = count as usize - found.len();
+        next = if hits.len() > room {
+            hits.truncate(room);
+            // After the last member shown, or (the patient alone filled the
+            // page) before the first.
+            Some(hits.last().map_or(&start, |(_, c)| c).encode())
+        } else {
+            None
+        };
+        // Every page after the first has one before it: the results before
+        // its first member.
+        previous = hits
+            .first()
+            .filter(|_| page.is_some())
+            .map(|(_, c)| c.toward(true).encode());
+        found.extend(hits.into_iter().map(|(r, _)| r));
+    }
     let base = base_url(&req, &state);
     let path = format!("Patient/{id}/$everything");
     let self_page = page.as_ref().map(Cursor::encode);
-    let links = page_links(&base, &path, &kept, count, [self_page, next, None]);
+    let links = page_links(&base, &path, &kept, count, [self_page, next, previous]);
     Ok(send(
         HttpResponse::build(StatusCode::OK),
         format,

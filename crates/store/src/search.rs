@@ -244,6 +244,21 @@ impl Cursor {
         format!("{dir}k{}~{}", keys.join("."), self.id)
     }
 
+    /// The end of a result list, read backward: the last results, nearest
+    /// first.
+    pub fn end() -> Cursor {
+        Cursor {
+            keys: Vec::new(),
+            id: String::new(),
+            backward: true,
+        }
+    }
+
+    /// Whether this is [`Cursor::end`].
+    pub fn is_end(&self) -> bool {
+        self.backward && self.keys.is_empty() && self.id.is_empty()
+    }
+
     /// The same position, read forward (`next`) or backward (`previous`).
     pub fn toward(&self, backward: bool) -> Cursor {
         Cursor {
@@ -1144,7 +1159,8 @@ fn build(
     // Read backward (a `previous` page), every direction flips; the caller
     // puts the rows back in result order.
     let back = q.after.as_ref().is_some_and(|c| c.backward);
-    if let Some(after) = &q.after {
+    // A backward position without keys or id is the end of the results.
+    if let Some(after) = q.after.as_ref().filter(|c| !c.is_end()) {
         // (k1, k2, …, id) after the cursor, each key in its own direction.
         let id_op = if back { "<" } else { ">" };
         let mut acc = format!("{id_col} {id_op} {}", sql.text(&after.id));
@@ -1244,13 +1260,15 @@ pub struct CompartmentQuery {
     pub types: Vec<String>,
     /// Only versions with `last_updated >= since`.
     pub since: Option<Micros>,
-    /// After this position: the cursor's one key is the type's name.
+    /// After this position (before it, nearest first, when it is backward):
+    /// the cursor's one key is the type's name.
     pub after: Option<Cursor>,
     pub limit: u32,
 }
 
-/// The SQL of a compartment page: one index range, walked in (type, id) order;
-/// columns are those of `SearchRow` (the type is the cursor's key).
+/// The SQL of a compartment page: one index range, walked in (type, id) order
+/// (backward from a `previous` position, nearest first); columns are those of
+/// `SearchRow` (the type is the cursor's key).
 pub fn compartment_sql(
     tenant: &str,
     q: &CompartmentQuery,
@@ -1271,15 +1289,22 @@ pub fn compartment_sql(
     if let Some(since) = q.since {
         clauses.push(format!("r.last_updated >= {}", sql.int(since)));
     }
+    let back = q.after.as_ref().is_some_and(|c| c.backward);
     if let Some(after) = &q.after {
         let ty =
             String::from_utf8_lossy(after.keys.first().map_or(&[][..], Vec::as_slice)).into_owned();
         let (t1, t2, t3) = (sql.text(&ty), sql.text(&ty), sql.text(&ty));
         let a = sql.text(&after.id);
+        let (or_eq, op) = if back { ("<=", "<") } else { (">=", ">") };
         clauses.push(format!(
-            "c.res_type >= {t1} AND (c.res_type > {t2} OR (c.res_type = {t3} AND c.res_id > {a}))"
+            "c.res_type {or_eq} {t1} AND (c.res_type {op} {t2} OR (c.res_type = {t3} AND c.res_id {op} {a}))"
         ));
     }
+    let order = if back {
+        "c.res_type DESC, c.res_id DESC"
+    } else {
+        "c.res_type, c.res_id"
+    };
     let blob = match style {
         Placeholders::Numbered => "BYTEA",
         Placeholders::Question => "BLOB",
@@ -1288,7 +1313,7 @@ pub fn compartment_sql(
     sql.text = format!(
         "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.key_id, r.nonce, r.body, \
          CAST(NULL AS {blob}) AS sort1, CAST(NULL AS {blob}) AS sort2, CAST(NULL AS {blob}) AS sort3 \
-         FROM idx_compartment c CROSS JOIN resources r WHERE {} ORDER BY c.res_type, c.res_id LIMIT {limit}",
+         FROM idx_compartment c CROSS JOIN resources r WHERE {} ORDER BY {order} LIMIT {limit}",
         clauses.join(" AND ")
     );
     (sql.text, sql.binds)
