@@ -19,8 +19,9 @@ use hearth_store::schema::{
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
-    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, choose_driver, compartment_sql,
-    count_sql, estimate_caps, estimates_settle, estimates_sql, search_sql,
+    CommonConditions, CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery,
+    choose_driver, compartment_sql, count_sql, estimate_caps, estimate_pass, estimate_pass_done,
+    estimates_settle, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, ReindexJob,
@@ -91,6 +92,8 @@ pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
     /// Writes since the planner's statistics were last refreshed.
     writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Conditions recently found common, so searches skip counting them.
+    common: std::sync::Arc<CommonConditions>,
 }
 
 /// How many writes pass between refreshes of the planner's statistics.
@@ -122,6 +125,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             writes: std::sync::Arc::default(),
+            common: std::sync::Arc::default(),
         })
     }
 
@@ -259,14 +263,24 @@ async fn apply_index(
 }
 
 /// Which condition drives a search, from capped counts of each.
-async fn driver(c: &mut AsyncPgConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
+async fn driver(
+    c: &mut AsyncPgConnection,
+    common: &CommonConditions,
+    tenant: &str,
+    q: &SearchQuery,
+) -> StoreResult<Driver> {
     let mut counts = Vec::new();
     for cap in estimate_caps(q) {
-        let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Numbered, cap) else {
-            break;
+        let pass = estimate_pass(tenant, q, Placeholders::Numbered, cap, common);
+        let counted = match pass.statement {
+            Some((sql, binds)) => {
+                let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
+                rows.iter().map(EstimateRow::pair).collect()
+            }
+            None if pass.known.is_empty() => break,
+            None => Vec::new(),
         };
-        let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
-        counts = rows.iter().map(EstimateRow::pair).collect();
+        counts = estimate_pass_done(tenant, q, cap, common, counted, pass.known);
         if estimates_settle(q, cap, &counts) {
             break;
         }
@@ -431,7 +445,7 @@ impl hearth_store::Store for PgStore {
         // The estimates only choose the plan; the search itself is one
         // statement, or several in one repeatable-read transaction so that
         // every statement sees the same snapshot.
-        let driver = driver(c, tenant, q).await?;
+        let driver = driver(c, &self.common, tenant, q).await?;
         let mut statements = search_sql(tenant, q, Placeholders::Numbered, driver);
         if statements.len() == 1
             && let Some((sql, binds)) = statements.pop()
@@ -553,7 +567,7 @@ impl hearth_store::Store for PgStore {
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
         let mut c = self.conn().await?;
-        let driver = driver(&mut c, tenant, q).await?;
+        let driver = driver(&mut c, &self.common, tenant, q).await?;
         let (sql, binds) = count_sql(tenant, q, Placeholders::Numbered, driver);
         let row: CountRow = PreparedSql::new(sql, binds).get_result(&mut c).await?;
         Ok(u64::try_from(row.n).unwrap_or(0))

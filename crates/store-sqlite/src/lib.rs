@@ -15,8 +15,9 @@ use hearth_store::schema::{
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
-    CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query, choose_driver,
-    compartment_sql, count_sql, estimate_caps, estimates_settle, estimates_sql, search_sql,
+    CommonConditions, CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery, bound_query,
+    choose_driver, compartment_sql, count_sql, estimate_caps, estimate_pass, estimate_pass_done,
+    estimates_settle, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Migration,
@@ -89,6 +90,8 @@ struct Inner {
     readers: Mutex<Vec<SqliteConnection>>,
     /// Writes since the planner's statistics were last refreshed.
     writes: std::sync::atomic::AtomicU64,
+    /// Conditions recently found common, so searches skip counting them.
+    common: Arc<CommonConditions>,
 }
 
 /// How many writes pass between refreshes of the planner's statistics.
@@ -127,6 +130,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 writes: std::sync::atomic::AtomicU64::new(0),
+                common: Arc::default(),
             }),
         })
     }
@@ -265,14 +269,25 @@ struct OwnedWrite {
 }
 
 /// Which condition drives a search, from capped counts of each.
-fn driver(c: &mut SqliteConnection, tenant: &str, q: &SearchQuery) -> StoreResult<Driver> {
+fn driver(
+    c: &mut SqliteConnection,
+    common: &CommonConditions,
+    tenant: &str,
+    q: &SearchQuery,
+) -> StoreResult<Driver> {
     let mut counts = Vec::new();
     for cap in estimate_caps(q) {
-        let Some((sql, binds)) = estimates_sql(tenant, q, Placeholders::Question, cap) else {
-            break;
+        let pass = estimate_pass(tenant, q, Placeholders::Question, cap, common);
+        let counted = match pass.statement {
+            Some((sql, binds)) => {
+                let rows: Vec<EstimateRow> =
+                    bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
+                rows.iter().map(EstimateRow::pair).collect()
+            }
+            None if pass.known.is_empty() => break,
+            None => Vec::new(),
         };
-        let rows: Vec<EstimateRow> = bound_query::<diesel::sqlite::Sqlite>(sql, binds).load(c)?;
-        counts = rows.iter().map(EstimateRow::pair).collect();
+        counts = estimate_pass_done(tenant, q, cap, common, counted, pass.known);
         if estimates_settle(q, cap, &counts) {
             break;
         }
@@ -491,10 +506,11 @@ impl hearth_store::Store for SqliteStore {
 
     async fn search(&self, tenant: &str, q: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         let (tenant, q) = (tenant.to_owned(), q.clone());
+        let common = self.inner.common.clone();
         self.with_reader(move |c| {
             // One read transaction: every statement sees the same snapshot.
             c.transaction(|c| {
-                let driver = driver(c, &tenant, &q)?;
+                let driver = driver(c, &common, &tenant, &q)?;
                 let mut hits = Vec::new();
                 for (sql, binds) in search_sql(&tenant, &q, Placeholders::Question, driver) {
                     if hits.len() >= q.limit as usize {
@@ -611,8 +627,9 @@ impl hearth_store::Store for SqliteStore {
 
     async fn count(&self, tenant: &str, q: &SearchQuery) -> StoreResult<u64> {
         let (tenant, q) = (tenant.to_owned(), q.clone());
+        let common = self.inner.common.clone();
         self.with_reader(move |c| {
-            let driver = driver(c, &tenant, &q)?;
+            let driver = driver(c, &common, &tenant, &q)?;
             let (sql, binds) = count_sql(&tenant, &q, Placeholders::Question, driver);
             let row: CountRow = bound_query::<diesel::sqlite::Sqlite>(sql, binds).get_result(c)?;
             Ok(u64::try_from(row.n).unwrap_or(0))

@@ -923,12 +923,26 @@ pub fn estimates_sql(
     style: Placeholders,
     cap: u32,
 ) -> Option<(String, Vec<Bind>)> {
-    if q.drive_below == 0 || q.conditions.iter().any(|c| matches!(c, Condition::Id(_))) {
+    estimates_sql_skipping(tenant, q, style, cap, &[])
+}
+
+/// [`estimates_sql`] without the conditions `skip` (their counts are known).
+fn estimates_sql_skipping(
+    tenant: &str,
+    q: &SearchQuery,
+    style: Placeholders,
+    cap: u32,
+    skip: &[usize],
+) -> Option<(String, Vec<Bind>)> {
+    if !estimates_apply(q) {
         return None;
     }
     let mut sql = Sql::new(style, tenant);
     let mut parts = Vec::new();
     for (i, c) in q.conditions.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
         let Some(rows) = estimated_rows(&mut sql, c, &q.res_type) else {
             continue;
         };
@@ -942,6 +956,119 @@ pub fn estimates_sql(
         return None;
     }
     Some((parts.join(" UNION ALL "), sql.binds))
+}
+
+/// Whether the driver of `q` is chosen from estimates at all: not when it is
+/// always walked, nor when it names ids.
+fn estimates_apply(q: &SearchQuery) -> bool {
+    q.drive_below > 0 && !q.conditions.iter().any(|c| matches!(c, Condition::Id(_)))
+}
+
+/// How long a condition found to reach an estimate cap is taken to reach it
+/// still, without counting again.
+pub const COMMON_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// At most this many conditions are remembered (all are forgotten when full).
+const COMMON_MAX: usize = 10_000;
+
+/// Conditions recently counted up to an estimate cap: a common code, a broad
+/// date range. Counting thousands of index rows is the dearest part of
+/// choosing a driver, and what it shows changes slowly, so a search repeated
+/// within [`COMMON_FOR`] skips it. What is remembered only chooses a plan,
+/// never which resources match; rarer conditions are always counted (their
+/// count stops early, so it is cheap).
+#[derive(Debug, Default)]
+pub struct CommonConditions {
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl CommonConditions {
+    fn key(tenant: &str, q: &SearchQuery, i: usize, cap: u32) -> String {
+        format!(
+            "{tenant}\u{0}{}\u{0}{cap}\u{0}{:?}",
+            q.res_type, q.conditions[i]
+        )
+    }
+
+    fn seen(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        // A panic elsewhere while holding the lock leaves nothing half-done.
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The conditions of `q` known to reach `cap`.
+    fn known(&self, tenant: &str, q: &SearchQuery, cap: u32) -> Vec<usize> {
+        let seen = self.seen();
+        (0..q.conditions.len())
+            .filter(|&i| {
+                seen.get(&Self::key(tenant, q, i, cap))
+                    .is_some_and(|at| at.elapsed() < COMMON_FOR)
+            })
+            .collect()
+    }
+
+    /// Remembers the conditions whose count reached `cap`.
+    fn learn(&self, tenant: &str, q: &SearchQuery, cap: u32, counts: &[(usize, u64)]) {
+        let mut seen = self.seen();
+        for &(i, n) in counts {
+            if n >= u64::from(cap) && i < q.conditions.len() {
+                if seen.len() >= COMMON_MAX {
+                    seen.clear();
+                }
+                seen.insert(Self::key(tenant, q, i, cap), std::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// One pass of the estimates, with one cap.
+#[derive(Debug)]
+pub struct EstimatePass {
+    /// The statement counting the conditions not known to reach the cap
+    /// (none when nothing is left to count); rows `(i, n)`.
+    pub statement: Option<(String, Vec<Bind>)>,
+    /// The counts known already (the cap, for each condition known to reach it).
+    pub known: Vec<(usize, u64)>,
+}
+
+/// The estimate pass of `q` with cap `cap`.
+pub fn estimate_pass(
+    tenant: &str,
+    q: &SearchQuery,
+    style: Placeholders,
+    cap: u32,
+    common: &CommonConditions,
+) -> EstimatePass {
+    if !estimates_apply(q) {
+        return EstimatePass {
+            statement: None,
+            known: Vec::new(),
+        };
+    }
+    let known = common.known(tenant, q, cap);
+    EstimatePass {
+        statement: estimates_sql_skipping(tenant, q, style, cap, &known),
+        known: known.into_iter().map(|i| (i, u64::from(cap))).collect(),
+    }
+}
+
+/// Records the counts of a pass (see [`CommonConditions`]) and gives all
+/// counts of the pass: those counted and those known.
+pub fn estimate_pass_done(
+    tenant: &str,
+    q: &SearchQuery,
+    cap: u32,
+    common: &CommonConditions,
+    counted: Vec<(usize, u64)>,
+    mut known: Vec<(usize, u64)>,
+) -> Vec<(usize, u64)> {
+    common.learn(tenant, q, cap, &counted);
+    known.extend(counted);
+    known.sort_unstable();
+    known
 }
 
 /// Whether a condition is met by being in a set of index rows (so it can
@@ -1392,6 +1519,67 @@ mod tests {
         let statements = search_sql("default", &q, Placeholders::Question, Driver::Condition(1));
         assert_eq!(statements.len(), 1);
         assert!(!statements[0].0.contains('$'));
+    }
+
+    #[test]
+    fn common_conditions_are_not_counted_again() {
+        let token = |code: &str| Condition::Token {
+            param: "code".into(),
+            any_of: vec![(None, Some(code.into()))],
+            negate: false,
+        };
+        let q = SearchQuery {
+            res_type: "Observation".into(),
+            conditions: vec![token("common"), token("rare")],
+            sort: Vec::new(),
+            after: None,
+            limit: 21,
+            drive_below: DEFAULT_DRIVE_BELOW,
+        };
+        let common = CommonConditions::default();
+        let counted = |pass: &EstimatePass| {
+            pass.statement
+                .as_ref()
+                .map_or(0, |(sql, _)| sql.matches("COUNT(*)").count())
+        };
+        let first = estimate_pass("default", &q, Placeholders::Numbered, 256, &common);
+        assert_eq!((counted(&first), first.known.len()), (2, 0));
+        let counts = estimate_pass_done(
+            "default",
+            &q,
+            256,
+            &common,
+            vec![(1, 3), (0, 256)],
+            first.known,
+        );
+        assert_eq!(counts, [(0, 256), (1, 3)]);
+
+        // Again: only the rare condition is counted; the common one's count is
+        // known, for this cap, this tenant and this type only.
+        let again = estimate_pass("default", &q, Placeholders::Numbered, 256, &common);
+        assert_eq!((counted(&again), again.known.clone()), (1, vec![(0, 256)]));
+        let (sql, binds) = again.statement.unwrap();
+        assert!(sql.ends_with(" e1") && !sql.contains(" e0"), "{sql}");
+        assert!(binds.contains(&Bind::Text("rare".into())), "{binds:?}");
+        assert!(!binds.contains(&Bind::Text("common".into())), "{binds:?}");
+        assert!(
+            estimate_pass("default", &q, Placeholders::Numbered, 4096, &common)
+                .known
+                .is_empty()
+        );
+        assert!(
+            estimate_pass("other", &q, Placeholders::Numbered, 256, &common)
+                .known
+                .is_empty()
+        );
+
+        // Walking always, or by id, nothing is estimated at all.
+        let walked = SearchQuery {
+            drive_below: 0,
+            ..q.clone()
+        };
+        let none = estimate_pass("default", &walked, Placeholders::Numbered, 256, &common);
+        assert!(none.statement.is_none() && none.known.is_empty());
     }
 
     #[test]
