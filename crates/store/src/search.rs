@@ -1213,9 +1213,22 @@ fn build(
         format!("r.res_type = {rt}"),
         "NOT r.deleted".to_owned(),
     ];
+    // Driven, conditions are probed on the driver's ids, before the resource
+    // row is read: only the rows that pass (and the page) read it.
+    let drives = |i: usize| {
+        driver == Driver::Condition(i)
+            && q.conditions.get(i).is_some_and(|c| {
+                membership(&mut Sql::new(style, tenant), c, 0, Form::In).is_some_and(|m| !m.negated)
+            })
+    };
+    let driven_scope = (0..q.conditions.len()).any(drives).then(|| Scope {
+        r: "d".to_owned(),
+        id: "id",
+        types: top.types.clone(),
+    });
     let mut checks = Vec::new();
     for (i, c) in q.conditions.iter().enumerate() {
-        if driver == Driver::Condition(i)
+        if drives(i)
             && let Some(m) = membership(&mut sql, c, 0, Form::In).filter(|m| !m.negated)
         {
             // CROSS JOIN keeps the driving set first on SQLite; PostgreSQL
@@ -1224,10 +1237,10 @@ fn build(
             clauses.push("r.id = d.id".to_owned());
             continue;
         }
-        let scope = if phase == Some(Phase::Keyed) && !needs_row(c) {
-            &walked
-        } else {
-            &top
+        let scope = match &driven_scope {
+            Some(driven) if !needs_row(c) => driven,
+            _ if phase == Some(Phase::Keyed) && !needs_row(c) => &walked,
+            _ => &top,
         };
         checks.push((check_rank(c), clause(&mut sql, c, scope, 0, Form::Exists)));
     }
