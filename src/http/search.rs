@@ -789,20 +789,21 @@ pub async fn everything(
             (wanted && since.is_none_or(|s| patient.last_updated >= s)).then_some(patient),
         )
     };
+    let members = |limit: u32| hearth_store::search::CompartmentQuery {
+        compartment: "Patient".to_owned(),
+        id: id.clone(),
+        types: types.clone(),
+        since,
+        after: page.clone(),
+        limit,
+    };
     let backward = page.as_ref().is_some_and(|c| c.backward);
     let mut found = Vec::new();
     let (next, previous);
     if backward {
         // The members before the position, nearest first; the patient opens
         // the page when the read reaches the start and there is room.
-        let q = hearth_store::search::CompartmentQuery {
-            compartment: "Patient".to_owned(),
-            id: id.clone(),
-            types,
-            since,
-            after: page.clone(),
-            limit: count + 1,
-        };
+        let q = members(count + 1);
         let mut hits = state.service.compartment_page(DEFAULT_TENANT, &q).await?;
         let more = hits.len() > count as usize;
         hits.truncate(count as usize);
@@ -830,14 +831,7 @@ pub async fn everything(
         if page.is_none() {
             found.extend(patient.await?);
         }
-        let q = hearth_store::search::CompartmentQuery {
-            compartment: "Patient".to_owned(),
-            id: id.clone(),
-            types,
-            since,
-            after: page.clone(),
-            limit: count + 1 - u32::try_from(found.len()).unwrap_or(0),
-        };
+        let q = members(count + 1 - u32::try_from(found.len()).unwrap_or(0));
         let mut hits = state.service.compartment_page(DEFAULT_TENANT, &q).await?;
         let room = count as usize - found.len();
         next = if hits.len() > room {
