@@ -19,9 +19,8 @@ use hearth_store::schema::{
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
 };
 use hearth_store::search::{
-    CommonConditions, CompartmentQuery, Driver, Placeholders, SearchHit, SearchQuery,
-    choose_driver, compartment_sql, count_sql, estimate_caps, estimate_pass, estimate_pass_done,
-    estimates_settle, search_sql,
+    CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
+    compartment_sql, count_sql, search_sql,
 };
 use hearth_store::{
     HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, ReindexJob,
@@ -269,23 +268,12 @@ async fn driver(
     tenant: &str,
     q: &SearchQuery,
 ) -> StoreResult<Driver> {
-    let mut counts = Vec::new();
-    for cap in estimate_caps(q) {
-        let pass = estimate_pass(tenant, q, Placeholders::Numbered, cap, common);
-        let counted = match pass.statement {
-            Some((sql, binds)) => {
-                let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
-                rows.iter().map(EstimateRow::pair).collect()
-            }
-            None if pass.known.is_empty() => break,
-            None => Vec::new(),
-        };
-        counts = estimate_pass_done(tenant, q, cap, common, counted, pass.known);
-        if estimates_settle(q, cap, &counts) {
-            break;
-        }
+    let mut choice = DriverChoice::new(tenant, q, Placeholders::Numbered, common);
+    while let Some((sql, binds)) = choice.next_statement() {
+        let rows: Vec<EstimateRow> = PreparedSql::new(sql, binds).load(c).await?;
+        choice.counted(rows.iter().map(EstimateRow::pair).collect());
     }
-    Ok(choose_driver(q, &counts))
+    Ok(choice.driver())
 }
 
 impl hearth_store::Store for PgStore {

@@ -844,7 +844,7 @@ pub struct EstimateRow {
 }
 
 impl EstimateRow {
-    /// (condition index, capped count), as `search::choose_driver` takes them.
+    /// (condition index, capped count), as `search::DriverChoice::counted` takes them.
     pub fn pair(&self) -> (usize, u64) {
         (
             usize::try_from(self.i).unwrap_or(usize::MAX),

@@ -912,31 +912,18 @@ pub enum Driver {
 }
 
 /// One statement counting, for each condition that could drive the query, its
-/// matches up to `drive_below`; rows `(i, n)` with `i` the condition's index.
-/// A condition matching fewer drives the query; when all match more, walking in
-/// result order finds a page sooner than building and sorting their sets.
-/// `None` when the choice is already clear (an `_id` condition, always walking,
-/// or nothing to count).
-pub fn estimates_sql(
-    tenant: &str,
-    q: &SearchQuery,
-    style: Placeholders,
-    cap: u32,
-) -> Option<(String, Vec<Bind>)> {
-    estimates_sql_skipping(tenant, q, style, cap, &[])
-}
-
-/// [`estimates_sql`] without the conditions `skip` (their counts are known).
-fn estimates_sql_skipping(
+/// matches up to `cap`, except those in `skip` (their counts are known); rows
+/// `(i, n)` with `i` the condition's index. A condition matching fewer than
+/// `drive_below` drives the query; when all match more, walking in result order
+/// finds a page sooner than building and sorting their sets. `None` when
+/// nothing is left to count.
+fn estimates_sql(
     tenant: &str,
     q: &SearchQuery,
     style: Placeholders,
     cap: u32,
     skip: &[usize],
 ) -> Option<(String, Vec<Bind>)> {
-    if !estimates_apply(q) {
-        return None;
-    }
     let mut sql = Sql::new(style, tenant);
     let mut parts = Vec::new();
     for (i, c) in q.conditions.iter().enumerate() {
@@ -1024,51 +1011,81 @@ impl CommonConditions {
     }
 }
 
-/// One pass of the estimates, with one cap.
-#[derive(Debug)]
-pub struct EstimatePass {
-    /// The statement counting the conditions not known to reach the cap
-    /// (none when nothing is left to count); rows `(i, n)`.
-    pub statement: Option<(String, Vec<Bind>)>,
-    /// The counts known already (the cap, for each condition known to reach it).
-    pub known: Vec<(usize, u64)>,
-}
-
-/// The estimate pass of `q` with cap `cap`.
-pub fn estimate_pass(
-    tenant: &str,
-    q: &SearchQuery,
+/// The choice of a search's driver from capped counts, pass by pass (see
+/// [`FIRST_ESTIMATE_CAP`]): the store runs each statement it is given, hands
+/// back its rows, and asks for the driver when no statement is left. Counts
+/// found in [`CommonConditions`] are not asked for again.
+pub struct DriverChoice<'a> {
+    tenant: &'a str,
+    q: &'a SearchQuery,
     style: Placeholders,
+    common: &'a CommonConditions,
+    /// The caps of the passes still to come.
+    caps: std::vec::IntoIter<u32>,
+    /// The pass under way: its cap, and the counts known without counting.
     cap: u32,
-    common: &CommonConditions,
-) -> EstimatePass {
-    if !estimates_apply(q) {
-        return EstimatePass {
-            statement: None,
-            known: Vec::new(),
-        };
-    }
-    let known = common.known(tenant, q, cap);
-    EstimatePass {
-        statement: estimates_sql_skipping(tenant, q, style, cap, &known),
-        known: known.into_iter().map(|i| (i, u64::from(cap))).collect(),
-    }
+    known: Vec<(usize, u64)>,
+    /// The counts of the last pass that counted anything.
+    counts: Vec<(usize, u64)>,
+    settled: bool,
 }
 
-/// Records the counts of a pass (see [`CommonConditions`]) and gives all
-/// counts of the pass: those counted and those known.
-pub fn estimate_pass_done(
-    tenant: &str,
-    q: &SearchQuery,
-    cap: u32,
-    common: &CommonConditions,
-    counted: Vec<(usize, u64)>,
-    mut known: Vec<(usize, u64)>,
-) -> Vec<(usize, u64)> {
-    common.learn(tenant, q, cap, &counted);
-    known.extend(counted);
-    known.sort_unstable();
-    known
+impl<'a> DriverChoice<'a> {
+    pub fn new(
+        tenant: &'a str,
+        q: &'a SearchQuery,
+        style: Placeholders,
+        common: &'a CommonConditions,
+    ) -> Self {
+        DriverChoice {
+            tenant,
+            q,
+            style,
+            common,
+            caps: estimate_caps(q).into_iter(),
+            cap: 0,
+            known: Vec::new(),
+            counts: Vec::new(),
+            // Walking always, or by id: nothing to estimate.
+            settled: !estimates_apply(q),
+        }
+    }
+
+    /// The next statement to run (rows `(i, n)`), or `None` once the counts
+    /// settle the driver.
+    pub fn next_statement(&mut self) -> Option<(String, Vec<Bind>)> {
+        while !self.settled {
+            let Some(cap) = self.caps.next() else {
+                self.settled = true;
+                break;
+            };
+            let known = self.common.known(self.tenant, self.q, cap);
+            self.cap = cap;
+            self.known = known.iter().map(|&i| (i, u64::from(cap))).collect();
+            match estimates_sql(self.tenant, self.q, self.style, cap, &known) {
+                Some(statement) => return Some(statement),
+                None if known.is_empty() => self.settled = true,
+                None => self.counted(Vec::new()),
+            }
+        }
+        None
+    }
+
+    /// The rows of the statement last given: the pass's counts, remembered
+    /// where they reach its cap.
+    pub fn counted(&mut self, counted: Vec<(usize, u64)>) {
+        self.common.learn(self.tenant, self.q, self.cap, &counted);
+        let mut counts = std::mem::take(&mut self.known);
+        counts.extend(counted);
+        counts.sort_unstable();
+        self.settled = estimates_settle(self.q, self.cap, &counts);
+        self.counts = counts;
+    }
+
+    /// The driver the counts so far choose.
+    pub fn driver(&self) -> Driver {
+        choose_driver(self.q, &self.counts)
+    }
 }
 
 /// Whether a condition is met by being in a set of index rows (so it can
@@ -1111,7 +1128,6 @@ fn estimated_rows(sql: &mut Sql, c: &Condition, res_type: &str) -> Option<String
     ))
 }
 
-/// The driver given the estimates (condition index, capped count).
 /// The first estimate pass counts each condition up to this many rows: a
 /// condition under it drives whatever the others hold, so common conditions
 /// are not counted to the full cap (on PostgreSQL, counting 4,096 index rows
@@ -1120,7 +1136,7 @@ fn estimated_rows(sql: &mut Sql, c: &Condition, res_type: &str) -> Option<String
 pub const FIRST_ESTIMATE_CAP: u32 = 256;
 
 /// The caps of the estimate passes of a query, in order.
-pub fn estimate_caps(q: &SearchQuery) -> Vec<u32> {
+fn estimate_caps(q: &SearchQuery) -> Vec<u32> {
     if q.drive_below > FIRST_ESTIMATE_CAP {
         vec![FIRST_ESTIMATE_CAP, q.drive_below]
     } else {
@@ -1130,11 +1146,12 @@ pub fn estimate_caps(q: &SearchQuery) -> Vec<u32> {
 
 /// Whether the counts of a pass with `cap` settle the driver: one is under
 /// the cap (so it is the least), or this was the last pass.
-pub fn estimates_settle(q: &SearchQuery, cap: u32, estimates: &[(usize, u64)]) -> bool {
+fn estimates_settle(q: &SearchQuery, cap: u32, estimates: &[(usize, u64)]) -> bool {
     cap >= q.drive_below || estimates.iter().any(|(_, n)| *n < u64::from(cap))
 }
 
-pub fn choose_driver(q: &SearchQuery, estimates: &[(usize, u64)]) -> Driver {
+/// The driver given the counts: the least under `drive_below`, else a walk.
+fn choose_driver(q: &SearchQuery, estimates: &[(usize, u64)]) -> Driver {
     match estimates.iter().min_by_key(|(_, n)| *n) {
         Some((i, n)) if *n < u64::from(q.drive_below) => Driver::Condition(*i),
         _ => Driver::Walk,
@@ -1550,49 +1567,42 @@ mod tests {
             drive_below: DEFAULT_DRIVE_BELOW,
         };
         let common = CommonConditions::default();
-        let counted = |pass: &EstimatePass| {
-            pass.statement
+        let counted = |statement: &Option<(String, Vec<Bind>)>| {
+            statement
                 .as_ref()
                 .map_or(0, |(sql, _)| sql.matches("COUNT(*)").count())
         };
-        let first = estimate_pass("default", &q, Placeholders::Numbered, 256, &common);
-        assert_eq!((counted(&first), first.known.len()), (2, 0));
-        let counts = estimate_pass_done(
-            "default",
-            &q,
-            256,
-            &common,
-            vec![(1, 3), (0, 256)],
-            first.known,
-        );
-        assert_eq!(counts, [(0, 256), (1, 3)]);
+        let mut first = DriverChoice::new("default", &q, Placeholders::Numbered, &common);
+        let statement = first.next_statement();
+        assert_eq!((counted(&statement), first.known.len()), (2, 0));
+        first.counted(vec![(1, 3), (0, 256)]);
+        assert_eq!(first.counts, [(0, 256), (1, 3)]);
+        assert!(first.next_statement().is_none(), "settled by the rare one");
+        assert_eq!(first.driver(), Driver::Condition(1));
 
         // Again: only the rare condition is counted; the common one's count is
         // known, for this cap, this tenant and this type only.
-        let again = estimate_pass("default", &q, Placeholders::Numbered, 256, &common);
-        assert_eq!((counted(&again), again.known.clone()), (1, vec![(0, 256)]));
-        let (sql, binds) = again.statement.unwrap();
+        let mut again = DriverChoice::new("default", &q, Placeholders::Numbered, &common);
+        let statement = again.next_statement();
+        assert_eq!(
+            (counted(&statement), again.known.clone()),
+            (1, vec![(0, 256)])
+        );
+        let (sql, binds) = statement.unwrap();
         assert!(sql.ends_with(" e1") && !sql.contains(" e0"), "{sql}");
         assert!(binds.contains(&Bind::Text("rare".into())), "{binds:?}");
         assert!(!binds.contains(&Bind::Text("common".into())), "{binds:?}");
-        assert!(
-            estimate_pass("default", &q, Placeholders::Numbered, 4096, &common)
-                .known
-                .is_empty()
-        );
-        assert!(
-            estimate_pass("other", &q, Placeholders::Numbered, 256, &common)
-                .known
-                .is_empty()
-        );
+        assert!(common.known("default", &q, 4096).is_empty());
+        assert!(common.known("other", &q, 256).is_empty());
 
         // Walking always, or by id, nothing is estimated at all.
         let walked = SearchQuery {
             drive_below: 0,
             ..q.clone()
         };
-        let none = estimate_pass("default", &walked, Placeholders::Numbered, 256, &common);
-        assert!(none.statement.is_none() && none.known.is_empty());
+        let mut none = DriverChoice::new("default", &walked, Placeholders::Numbered, &common);
+        assert!(none.next_statement().is_none() && none.known.is_empty());
+        assert_eq!(none.driver(), Driver::Walk);
     }
 
     #[test]
