@@ -468,16 +468,11 @@ async fn run_system(
     };
     let (next, previous) = if backward {
         // After the last result shown; with none, everything from the start.
-        let start = Cursor {
-            keys: vec![Vec::new()],
-            id: String::new(),
-            backward: false,
-        };
         (
-            Some(
-                hits.last()
-                    .map_or_else(|| start.encode(), |h| position(h, false)),
-            ),
+            Some(hits.last().map_or_else(
+                || Cursor::before_every_type().encode(),
+                |h| position(h, false),
+            )),
             hits.first().filter(|_| more).map(|h| position(h, true)),
         )
     } else {
@@ -777,11 +772,7 @@ pub async fn everything(
         .clamp(1, state.max_page_size);
     // The patient itself comes first, before every member (404/410 when it
     // is not there); the position before the first member is `start`.
-    let start = Cursor {
-        keys: vec![Vec::new()],
-        id: String::new(),
-        backward: false,
-    };
+    let start = Cursor::before_every_type();
     let wanted = types.is_empty() || types.iter().any(|t| t == "Patient");
     let patient = async {
         let patient = state.service.read(DEFAULT_TENANT, "Patient", &id).await?;

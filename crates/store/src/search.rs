@@ -254,6 +254,16 @@ impl Cursor {
         }
     }
 
+    /// The start of a result list in (type, id) order (searches across
+    /// types, compartments), read forward: everything.
+    pub fn before_every_type() -> Cursor {
+        Cursor {
+            keys: vec![Vec::new()],
+            id: String::new(),
+            backward: false,
+        }
+    }
+
     /// Whether this is [`Cursor::end`].
     pub fn is_end(&self) -> bool {
         self.backward && self.keys.is_empty() && self.id.is_empty()
