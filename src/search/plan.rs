@@ -137,10 +137,17 @@ fn prefix_hash_inputs(param: &str, normalized: &str, max: usize) -> Vec<Vec<u8>>
 /// checked in full ([`Recheck::Text`]).
 pub const MAX_TEXT_PREFIX: usize = 12;
 
-/// The hash inputs of a token's display text: the prefixes, up to
-/// [`MAX_TEXT_PREFIX`] characters, of the text and of each later word.
+/// The hash inputs of a token's display text in the text dictionary: the
+/// prefixes, up to [`MAX_TEXT_PREFIX`] characters, of the text and of each
+/// later word.
 fn text_hash_inputs(param: &str, normalized: &str) -> Vec<Vec<u8>> {
     prefix_hash_inputs(param, normalized, MAX_TEXT_PREFIX)
+}
+
+/// What is hashed for a whole display text (the row its resource keeps; the
+/// dictionary files it under its prefixes).
+fn text_input(param: &str, normalized: &str) -> Vec<u8> {
+    format!("t\0{param}\0{normalized}").into_bytes()
 }
 
 /// Whether a normalised display text meets a normalised `:text` query: the
@@ -217,6 +224,7 @@ fn identifier_param(param: &str) -> String {
 struct RowSet {
     rows: Vec<IndexRow>,
     hashes: std::collections::HashSet<(String, Vec<u8>)>,
+    prefixes: std::collections::HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
 impl RowSet {
@@ -224,6 +232,9 @@ impl RowSet {
         let new = match &row {
             IndexRow::StringHash { param, hash } => {
                 self.hashes.insert((param.clone(), hash.clone()))
+            }
+            IndexRow::TextPrefix { prefix, text } => {
+                self.prefixes.insert((prefix.clone(), text.clone()))
             }
             other => !self.rows.contains(other),
         };
@@ -270,15 +281,22 @@ pub fn index_rows(
             text: Some(text), ..
         } = &e.value
         {
-            // Display texts may be free text: keyed hashes of their first
-            // characters only (longer queries are checked on the candidates).
-            for input in text_hash_inputs(&text_param(e.param), text) {
-                let row = IndexRow::StringHash {
-                    param: e.param.to_owned(),
-                    hash: hash(&input)?,
-                };
-                rows.push(row);
+            // Display texts may be free text: the resource keeps a keyed hash
+            // of the text; the tenant's dictionary files that under keyed
+            // hashes of its first characters (longer queries are checked on
+            // the candidates), once for every resource with the same text.
+            let name = text_param(e.param);
+            let text_hash = hash(&text_input(&name, text))?;
+            for input in text_hash_inputs(&name, text) {
+                rows.push(IndexRow::TextPrefix {
+                    prefix: hash(&input)?,
+                    text: text_hash.clone(),
+                });
             }
+            rows.push(IndexRow::StringHash {
+                param: e.param.to_owned(),
+                hash: text_hash,
+            });
         }
         if let IndexValue::Reference {
             identifier: Some((system, value)),
@@ -1133,7 +1151,7 @@ fn criterion_condition(
                     text_lookup(&normalized),
                 ))?);
             }
-            Condition::StringHash { param, any_of }
+            Condition::Text { param, any_of }
         }
         // Each component as a condition of its own parameter (a superset: the
         // components may come from different elements; `rechecks` checks).

@@ -1101,7 +1101,8 @@ async fn added_search_parameters(app: TestApp) {
     // The job runs in the background; the parameter answers once it is done.
     let query = format!("Patient?{code}=blue");
     let mut found = Vec::new();
-    for _ in 0..200 {
+    // (Up to a minute: the whole suite shares two cores.)
+    for _ in 0..1200 {
         let res = app.get(&query).await;
         if res.status() == 200 {
             let (_, b) = json(res).await;

@@ -17,6 +17,7 @@ use hearth_store::schema::{
     CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
     ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet, data_keys, hearth_migrations,
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
+    text_prefix_inserts,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -80,6 +81,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0012_text_sort_keys",
         sql: include_str!("../../../schema/postgres/0012_text_sort_keys.sql"),
+    },
+    Migration {
+        name: "0013_text_dictionary",
+        sql: include_str!("../../../schema/postgres/0013_text_dictionary.sql"),
     },
 ];
 
@@ -258,7 +263,13 @@ async fn apply_index(
     tenant: &str,
     changes: IndexChanges,
 ) -> StoreResult<()> {
-    hearth_store::apply_index_changes!(c, tenant, changes, await)
+    let mut changes = changes;
+    let prefixes = std::mem::take(&mut changes.inserts.text_prefixes);
+    hearth_store::apply_index_changes!(c, tenant, changes, await)?;
+    for (sql, binds) in text_prefix_inserts(tenant, prefixes, Placeholders::Numbered) {
+        PreparedSql::new(sql, binds).execute(c).await?;
+    }
+    Ok(())
 }
 
 /// Which condition drives a search, from capped counts of each.

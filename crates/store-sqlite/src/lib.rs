@@ -13,6 +13,7 @@ use hearth_store::schema::{
     CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
     ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet, data_keys, hearth_migrations,
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
+    text_prefix_inserts,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -73,6 +74,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0012_text_sort_keys",
         sql: include_str!("../../../schema/sqlite/0012_text_sort_keys.sql"),
+    },
+    Migration {
+        name: "0013_text_dictionary",
+        sql: include_str!("../../../schema/sqlite/0013_text_dictionary.sql"),
     },
 ];
 
@@ -254,7 +259,13 @@ fn write_all_tx(
 }
 
 fn apply_index(c: &mut SqliteConnection, tenant: &str, changes: IndexChanges) -> StoreResult<()> {
-    hearth_store::apply_index_changes!(c, tenant, changes)
+    let mut changes = changes;
+    let prefixes = std::mem::take(&mut changes.inserts.text_prefixes);
+    hearth_store::apply_index_changes!(c, tenant, changes)?;
+    for (sql, binds) in text_prefix_inserts(tenant, prefixes, Placeholders::Question) {
+        bound_query::<diesel::sqlite::Sqlite>(sql, binds).execute(c)?;
+    }
+    Ok(())
 }
 
 /// A write moved onto the writer thread.

@@ -155,6 +155,14 @@ pub enum IndexRow {
         compartment: String,
         id: String,
     },
+    /// An entry of the tenant's text dictionary: a display text (keyed hash
+    /// `text`) has a word or value starting with the prefix hashed as
+    /// `prefix`. Shared by every resource holding the same text, so it is
+    /// kept once and never removed with a resource.
+    TextPrefix {
+        prefix: Vec<u8>,
+        text: Vec<u8>,
+    },
 }
 
 pub mod search;

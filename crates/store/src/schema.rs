@@ -357,6 +357,21 @@ pub struct StringHashRow {
     pub hash: Vec<u8>,
 }
 
+diesel::table! {
+    idx_text_prefix (tenant, prefix_hash, text_hash) {
+        tenant -> Text,
+        prefix_hash -> Binary,
+        text_hash -> Binary,
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub struct TextPrefixRow {
+    pub tenant: String,
+    pub prefix_hash: Vec<u8>,
+    pub text_hash: Vec<u8>,
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = idx_token)]
 pub struct TokenRow {
@@ -544,6 +559,8 @@ pub struct IndexInserts {
     pub dates: Vec<DateRow>,
     pub sorts: Vec<SortRow>,
     pub compartments: Vec<CompartmentRow>,
+    /// Dictionary entries (inserted unless present, never deleted with a resource).
+    pub text_prefixes: Vec<TextPrefixRow>,
 }
 
 /// Rows per insert statement: well under the bind limits of both databases
@@ -648,8 +665,48 @@ impl WriteSet {
     }
 }
 
+/// The statements adding the dictionary entries of one apply that are not
+/// there yet (the same entry from several resources goes in once).
+pub fn text_prefix_inserts(
+    tenant: &str,
+    mut rows: Vec<TextPrefixRow>,
+    style: crate::search::Placeholders,
+) -> Vec<(String, Vec<crate::search::Bind>)> {
+    use crate::search::{Bind, Placeholders};
+    rows.sort_unstable();
+    rows.dedup();
+    let mark = |n: usize| match style {
+        Placeholders::Numbered => format!("${n}"),
+        Placeholders::Question => format!("?{n}"),
+    };
+    rows.chunks(INSERT_CHUNK)
+        .map(|chunk| {
+            let mut binds = vec![Bind::Text(tenant.to_owned())];
+            let mut values = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                binds.push(Bind::Bytes(r.prefix_hash.clone()));
+                binds.push(Bind::Bytes(r.text_hash.clone()));
+                values.push(format!(
+                    "({}, {}, {})",
+                    mark(1),
+                    mark(binds.len() - 1),
+                    mark(binds.len())
+                ));
+            }
+            let sql = format!(
+                "INSERT INTO idx_text_prefix (tenant, prefix_hash, text_hash) VALUES {} \
+                 ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            (sql, binds)
+        })
+        .collect()
+}
+
 /// Applies [`IndexChanges`] on a connection (each backend expands it, with
 /// `.await` after each statement on PostgreSQL): deletes first, then inserts.
+/// The dictionary entries ([`IndexInserts::text_prefixes`]) are left to the
+/// backend (see [`text_prefix_inserts`]).
 #[macro_export]
 macro_rules! apply_index_changes {
     ($c:expr, $tenant:expr, $changes:expr $(, $await:tt)?) => {{
@@ -710,6 +767,7 @@ impl IndexInserts {
         self.dates.append(&mut other.dates);
         self.sorts.append(&mut other.sorts);
         self.compartments.append(&mut other.compartments);
+        self.text_prefixes.append(&mut other.text_prefixes);
     }
 
     pub fn new(
@@ -820,6 +878,13 @@ impl IndexInserts {
                     compartment: compartment.clone(),
                     comp_id: comp_id.clone(),
                 }),
+                crate::IndexRow::TextPrefix { prefix, text } => {
+                    out.text_prefixes.push(TextPrefixRow {
+                        tenant: t.clone(),
+                        prefix_hash: prefix.clone(),
+                        text_hash: text.clone(),
+                    })
+                }
                 crate::IndexRow::Date { param, low, high } => out.dates.push(DateRow {
                     tenant: t.clone(),
                     res_type: rt.clone(),

@@ -138,6 +138,9 @@ pub enum Condition {
     },
     /// Keyed hashes of identifying strings: any of them.
     StringHash { param: String, any_of: Vec<Vec<u8>> },
+    /// A token's display text (`:text`): the texts that the tenant's text
+    /// dictionary files under any of these keyed prefix hashes.
+    Text { param: String, any_of: Vec<Vec<u8>> },
     Date {
         param: String,
         any_of: Vec<(DateOp, Micros, Micros)>,
@@ -825,6 +828,18 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize, form: Form) -> Option<
                     .collect()
             })
         }
+        Condition::Text { param, any_of } => member(sql, IndexTable::StringHash, param, |sql| {
+            any_of
+                .iter()
+                .map(|h| {
+                    format!(
+                        "x.hash IN (SELECT d.text_hash FROM idx_text_prefix d \
+                         WHERE d.tenant = {tenant} AND d.prefix_hash = {})",
+                        sql.bind(Bind::Bytes(h.clone()))
+                    )
+                })
+                .collect()
+        }),
         Condition::ReferenceUrl { param, any_of } => {
             member(sql, IndexTable::Reference, param, |sql| {
                 any_of
@@ -1186,7 +1201,7 @@ fn check_rank(c: &Condition) -> u8 {
     match c {
         Condition::Id(_) => 0,
         Condition::Reference { .. } | Condition::ReferenceUrl { .. } => 1,
-        Condition::StringHash { .. } => 2,
+        Condition::StringHash { .. } | Condition::Text { .. } => 2,
         Condition::Token { negate: false, .. } | Condition::Uri { .. } => 3,
         Condition::Number { .. } | Condition::Quantity { .. } => 4,
         Condition::Chain { .. } => 5,
