@@ -213,11 +213,15 @@ async fn main() {
         println!("  refused {n:6}: {why}");
     }
 
-    // Query parameters taken from the data: the most common Observation code, a
-    // patient with observations of it, and that patient's family name.
+    // Query parameters taken from the data: of the codes among the first 1,000
+    // Observations (by id: a random sample, ids being assigned by the server),
+    // the most common one, and up to PATIENTS patients of the sample with
+    // observations of it (with their family names). The runs take the patients in turn, so a
+    // result does not hang on one patient's record.
+    const PATIENTS: usize = 20;
     let first: Value = get_json(&client, &format!("{base}/Observation?_count=1000")).await;
-    let mut codes: HashMap<String, usize> = HashMap::new();
-    let mut patient_of_code: HashMap<String, String> = HashMap::new();
+    let mut codes: std::collections::HashSet<String> = Default::default();
+    let mut subjects: Vec<(String, String)> = Vec::new();
     for e in first["entry"].as_array().cloned().unwrap_or_default() {
         let code = e["resource"]["code"]["coding"][0]["code"]
             .as_str()
@@ -228,46 +232,83 @@ async fn main() {
             .unwrap_or_default()
             .trim_start_matches("Patient/")
             .to_owned();
-        *codes.entry(code.clone()).or_default() += 1;
-        patient_of_code.entry(code).or_insert(subject);
+        codes.insert(code.clone());
+        subjects.push((code, subject));
     }
-    // Ties go to the least code, so every run on the same data asks the same.
-    let code = codes
+    // Of the sample's codes, the one most Observations have (counted by the
+    // server, so the choice depends on the data, not on the sample); ties go
+    // to the least code.
+    let mut totals = Vec::new();
+    for c in codes {
+        let counted: Value = get_json(
+            &client,
+            &format!("{base}/Observation?code={c}&_summary=count"),
+        )
+        .await;
+        totals.push((counted["total"].as_u64().unwrap_or(0), c));
+    }
+    let code = totals
         .into_iter()
-        .max_by(|(a, n), (b, m)| n.cmp(m).then_with(|| b.cmp(a)))
-        .map(|(c, _)| c)
+        .max_by(|(n, a), (m, b)| n.cmp(m).then_with(|| b.cmp(a)))
+        .map(|(_, c)| c)
         .unwrap();
-    let patient = patient_of_code[&code].clone();
-    let p: Value = get_json(&client, &format!("{base}/Patient/{patient}")).await;
-    let family = p["name"][0]["family"].as_str().unwrap_or("x").to_owned();
-    let queries = [
-        format!("Observation?patient={patient}&code={code}"),
-        format!("Observation?code={code}&date=ge2015&_sort=-date"),
-        format!("Encounter?subject.name={family}"),
-        format!("Patient?_has:Observation:patient:code={code}"),
-        format!("Patient/{patient}/$everything"),
+    let mut patients: Vec<String> = Vec::new();
+    for (c, subject) in subjects {
+        if c == code && !patients.contains(&subject) && patients.len() < PATIENTS {
+            patients.push(subject);
+        }
+    }
+    let mut families = Vec::new();
+    for patient in &patients {
+        let p: Value = get_json(&client, &format!("{base}/Patient/{patient}")).await;
+        families.push(p["name"][0]["family"].as_str().unwrap_or("x").to_owned());
+    }
+    type Query = Box<dyn Fn(usize) -> String>;
+    let (ps, fs, c) = (patients.clone(), families.clone(), code.clone());
+    let (ps2, c2, c3) = (patients.clone(), code.clone(), code.clone());
+    let queries: [(&str, Query); 5] = [
+        (
+            "Observation?patient=X&code=Y",
+            Box::new(move |i| format!("Observation?patient={}&code={c}", ps[i % ps.len()])),
+        ),
+        (
+            "Observation?code=Y&date=ge2015&_sort=-date",
+            Box::new(move |_| format!("Observation?code={c2}&date=ge2015&_sort=-date")),
+        ),
+        (
+            "Encounter?subject.name=Z",
+            Box::new(move |i| format!("Encounter?subject.name={}", fs[i % fs.len()])),
+        ),
+        (
+            "Patient?_has:Observation:patient:code=Y",
+            Box::new(move |_| format!("Patient?_has:Observation:patient:code={c3}")),
+        ),
+        (
+            "Patient/X/$everything",
+            Box::new(move |i| format!("Patient/{}/$everything", ps2[i % ps2.len()])),
+        ),
     ];
-    println!("\n| query | results (first page) | p50 ms | p95 ms | first run ms |");
+    println!("\nY = {code}; X, Z: {} patients in turn", patients.len());
+    println!("\n| query | results (first page, median) | p50 ms | p95 ms | first run ms |");
     println!("|---|---|---|---|---|");
-    for q in queries {
+    for (shown, q) in queries {
         let mut times = Vec::with_capacity(runs);
-        let mut n = 0;
-        for _ in 0..runs {
+        let mut counts = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let q = q(i);
             let t = Instant::now();
             let res = client.get(format!("{base}/{q}")).send().await.unwrap();
             assert!(res.status().is_success(), "{q}: {}", res.status());
             let b: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
             times.push(t.elapsed());
-            n = b["entry"].as_array().map_or(0, Vec::len);
+            counts.push(b["entry"].as_array().map_or(0, Vec::len));
         }
         // The first run pays for what later runs find remembered (the counts
         // of common conditions, see `CommonConditions`).
         let first = times.first().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         times.sort();
-        let shown = q
-            .replace(&patient, "X")
-            .replace(&code, "Y")
-            .replace(&family, "Z");
+        counts.sort();
+        let n = counts[counts.len() / 2];
         println!(
             "| `{shown}` | {n} | {:.2} | {:.2} | {first:.2} |",
             percentile(&times, 0.5),
