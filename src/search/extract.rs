@@ -45,6 +45,8 @@ pub enum IndexValue {
         system: Option<String>,
         code: Option<String>,
         unit: Option<String>,
+        /// In its kind's base unit, for the UCUM units of `ucum`.
+        canonical: Option<super::ucum::Canonical>,
     },
     Reference {
         target_type: Option<String>,
@@ -160,14 +162,21 @@ fn string_value(s: &str) -> IndexValue {
 }
 
 fn quantity(o: &Object, value_key: &str, code_key: &str) -> Option<IndexValue> {
-    let (value, low, high) = normalize::decimal_range(&number_text(o, value_key)?)?;
+    let number = number_text(o, value_key)?;
+    let (value, low, high) = normalize::decimal_range(&number)?;
+    let (system, code) = (text(o, "system"), text(o, code_key));
+    let canonical = match (system.as_deref(), code.as_deref()) {
+        (Some(super::ucum::SYSTEM), Some(c)) => super::ucum::canonical(&number, c),
+        _ => None,
+    };
     Some(IndexValue::Quantity {
         value,
         low,
         high,
-        system: text(o, "system"),
-        code: text(o, code_key),
+        system,
+        code,
         unit: text(o, "unit"),
+        canonical,
     })
 }
 
@@ -329,15 +338,32 @@ fn values_of(kind: ParamType, v: &Value<'_>, out: &mut Vec<IndexValue>) {
                         system,
                         code,
                         unit,
+                        canonical: low_canonical,
                         ..
                     }),
                     high,
                 ) = (bound("low"), bound("high"))
                 {
-                    let high = match high {
-                        Some(IndexValue::Quantity { high, .. }) => high,
-                        _ => f64::INFINITY,
+                    // `high_canonical`: None without a high end, Some(None)
+                    // for a high end in a unit without a canonical form.
+                    let (high, high_canonical) = match high {
+                        Some(IndexValue::Quantity {
+                            high, canonical, ..
+                        }) => (high, Some(canonical)),
+                        _ => (f64::INFINITY, None),
                     };
+                    // In base units when both ends are (in the same one).
+                    let canonical = match (low_canonical, high_canonical) {
+                        (Some(l), None) => Some((l, f64::INFINITY)),
+                        (Some(l), Some(Some(h))) if h.code == l.code => Some((l, h.high)),
+                        _ => None,
+                    }
+                    .map(|(l, high)| super::ucum::Canonical {
+                        value: l.low,
+                        low: l.low,
+                        high,
+                        code: l.code,
+                    });
                     out.push(IndexValue::Quantity {
                         value: low,
                         low,
@@ -345,6 +371,7 @@ fn values_of(kind: ParamType, v: &Value<'_>, out: &mut Vec<IndexValue>) {
                         system,
                         code,
                         unit,
+                        canonical,
                     });
                 }
             }

@@ -10,3 +10,4 @@ pub mod extract;
 pub mod normalize;
 pub mod plan;
 pub mod query;
+pub mod ucum;

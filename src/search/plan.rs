@@ -5,14 +5,14 @@
 //! telecom by `system|value` (docs/adr/0005). Birth dates are not indexed yet, and
 //! searches on them answer 501 rather than a wrong result.
 
-use hearth_store::IndexRow;
 use hearth_store::search::{
     Condition, Cursor, DateOp, IndexTable, MAX_SORT_KEYS, NumberOp, NumberTest, SearchQuery, SortBy,
 };
+use hearth_store::{BASE_UNIT_SUFFIX, IndexRow};
 
 use super::extract::{IndexEntry, IndexValue, date_range};
-use super::normalize;
 use super::query::{Criterion, Filter, Modifier, Prefix, SearchRequest, SearchValue};
+use super::{normalize, ucum};
 use crate::error::{ApiError, ErrorKind};
 use crate::fhir::search_params::{ParamType, SearchParam, custom_ready, r4};
 
@@ -405,15 +405,32 @@ pub fn index_rows(
                 system,
                 code,
                 unit,
-            } => IndexRow::Quantity {
-                param: e.param.to_owned(),
-                value: *value,
-                low: *low,
-                high: *high,
-                system: system.clone().unwrap_or_default(),
-                code: code.clone().unwrap_or_default(),
-                unit: unit.clone().unwrap_or_default(),
-            },
+                canonical,
+            } => {
+                // A UCUM unit of `ucum` is also kept in its base unit.
+                if let Some(c) = canonical {
+                    rows.push(IndexRow::Quantity {
+                        param: format!("{}{BASE_UNIT_SUFFIX}", e.param),
+                        value: c.value,
+                        low: c.low,
+                        high: c.high,
+                        system: ucum::SYSTEM.to_owned(),
+                        code: c.code.to_owned(),
+                        unit: String::new(),
+                        base: true,
+                    });
+                }
+                IndexRow::Quantity {
+                    param: e.param.to_owned(),
+                    value: *value,
+                    low: *low,
+                    high: *high,
+                    system: system.clone().unwrap_or_default(),
+                    code: code.clone().unwrap_or_default(),
+                    unit: unit.clone().unwrap_or_default(),
+                    base: false,
+                }
+            }
             IndexValue::Uri(value) => IndexRow::Uri {
                 param: e.param.to_owned(),
                 value: value.clone(),
@@ -507,6 +524,10 @@ fn date_op(prefix: Prefix) -> DateOp {
 
 fn number_test(prefix: Prefix, text: &str) -> Option<NumberTest> {
     let (value, low, high) = normalize::decimal_range(text)?;
+    Some(number_test_of(prefix, value, low, high))
+}
+
+fn number_test_of(prefix: Prefix, value: f64, low: f64, high: f64) -> NumberTest {
     let op = match prefix {
         Prefix::Eq => NumberOp::Eq,
         Prefix::Ne => NumberOp::Ne,
@@ -516,12 +537,12 @@ fn number_test(prefix: Prefix, text: &str) -> Option<NumberTest> {
         Prefix::Le => NumberOp::Le,
         Prefix::Ap => NumberOp::Approx,
     };
-    Some(NumberTest {
+    NumberTest {
         op,
         value,
         low,
         high,
-    })
+    }
 }
 
 /// The start of the (UTC) year holding `micros`; open ends stay open.
@@ -648,16 +669,17 @@ fn composite_holds(
 /// Whether an extracted value meets a searched one (the SQL of each type's
 /// condition, in Rust, for values checked after decryption).
 fn value_matches(have: &IndexValue, wanted: &SearchValue) -> bool {
+    let passes = |v: f64, t: NumberTest| match t.op {
+        NumberOp::Eq => v >= t.low && v < t.high,
+        NumberOp::Ne => !(v >= t.low && v < t.high),
+        NumberOp::Gt => v > t.value,
+        NumberOp::Lt => v < t.value,
+        NumberOp::Ge => v >= t.value,
+        NumberOp::Le => v <= t.value,
+        NumberOp::Approx => (v - t.value).abs() <= (t.value * 0.1).abs(),
+    };
     let number = |v: f64, prefix: Prefix, text: &str| {
-        number_test(prefix, text).is_some_and(|t| match t.op {
-            NumberOp::Eq => v >= t.low && v < t.high,
-            NumberOp::Ne => !(v >= t.low && v < t.high),
-            NumberOp::Gt => v > t.value,
-            NumberOp::Lt => v < t.value,
-            NumberOp::Ge => v >= t.value,
-            NumberOp::Le => v <= t.value,
-            NumberOp::Approx => (v - t.value).abs() <= (t.value * 0.1).abs(),
-        })
+        number_test(prefix, text).is_some_and(|t| passes(v, t))
     };
     match (have, wanted) {
         (
@@ -680,6 +702,7 @@ fn value_matches(have: &IndexValue, wanted: &SearchValue) -> bool {
                 system,
                 code,
                 unit,
+                canonical,
                 ..
             },
             SearchValue::Quantity {
@@ -689,6 +712,18 @@ fn value_matches(have: &IndexValue, wanted: &SearchValue) -> bool {
                 code: wc,
             },
         ) => {
+            // A UCUM unit with a base unit is compared in that.
+            if let (Some(ucum::SYSTEM), Some(c)) = (ws.as_deref(), wc.as_deref())
+                && let Some(base) = ucum::canonical(text, c)
+            {
+                return canonical.as_ref().is_some_and(|have| {
+                    have.code == base.code
+                        && passes(
+                            have.value,
+                            number_test_of(*prefix, base.value, base.low, base.high),
+                        )
+                });
+            }
             let units_ok = match (ws, wc) {
                 (Some(s), Some(c)) => system.as_ref() == Some(s) && code.as_ref() == Some(c),
                 (None, Some(c)) => code.as_ref() == Some(c) || unit.as_ref() == Some(c),
@@ -1055,22 +1090,50 @@ fn criterion_condition(
                 })
                 .collect(),
         },
-        (None, ParamType::Quantity) => Condition::Quantity {
-            param,
-            any_of: c
-                .values
-                .iter()
-                .filter_map(|v| match v {
-                    SearchValue::Quantity {
-                        prefix,
-                        value,
-                        system,
-                        code,
-                    } => Some((number_test(*prefix, value)?, system.clone(), code.clone())),
-                    _ => None,
-                })
-                .collect(),
-        },
+        (None, ParamType::Quantity) => {
+            // Values in UCUM units with a base unit look at the values kept
+            // in that; the others at the values as written.
+            let (mut based, mut plain) = (Vec::new(), Vec::new());
+            for v in &c.values {
+                let SearchValue::Quantity {
+                    prefix,
+                    value,
+                    system,
+                    code,
+                } = v
+                else {
+                    continue;
+                };
+                if let (Some(ucum::SYSTEM), Some(unit)) = (system.as_deref(), code.as_deref())
+                    && let Some(base) = ucum::canonical(value, unit)
+                {
+                    based.push((
+                        number_test_of(*prefix, base.value, base.low, base.high),
+                        system.clone(),
+                        Some(base.code.to_owned()),
+                    ));
+                } else if let Some(test) = number_test(*prefix, value) {
+                    plain.push((test, system.clone(), code.clone()));
+                }
+            }
+            let based = Condition::Quantity {
+                param: format!("{param}{BASE_UNIT_SUFFIX}"),
+                any_of: based,
+            };
+            match plain.is_empty() {
+                true => based,
+                false => {
+                    let plain = Condition::Quantity {
+                        param,
+                        any_of: plain,
+                    };
+                    match &based {
+                        Condition::Quantity { any_of, .. } if any_of.is_empty() => plain,
+                        _ => Condition::AnyOf(vec![based, plain]),
+                    }
+                }
+            }
+        }
         (Some(Modifier::Above), ParamType::Uri) => Condition::Uri {
             param,
             any_of: c

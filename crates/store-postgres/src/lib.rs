@@ -86,6 +86,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_text_dictionary",
         sql: include_str!("../../../schema/postgres/0013_text_dictionary.sql"),
     },
+    Migration {
+        name: "0014_ucum_base_units",
+        sql: include_str!("../../../schema/postgres/0014_ucum_base_units.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).

@@ -79,6 +79,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_text_dictionary",
         sql: include_str!("../../../schema/sqlite/0013_text_dictionary.sql"),
     },
+    Migration {
+        name: "0014_ucum_base_units",
+        sql: include_str!("../../../schema/sqlite/0014_ucum_base_units.sql"),
+    },
 ];
 
 const MAX_READERS: usize = 8;

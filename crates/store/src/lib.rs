@@ -136,6 +136,10 @@ pub enum IndexRow {
         high: f64,
     },
     /// A quantity with its implicit range; absent parts are empty strings.
+    /// `base`: the value in the base unit of its kind (UCUM), kept under the
+    /// parameter's name plus [`BASE_UNIT_SUFFIX`] beside the value as written;
+    /// a resource's sort key for the parameter comes from these rows when it
+    /// has any, so that `5000 mg` sorts after `4 g`.
     Quantity {
         param: String,
         value: f64,
@@ -144,6 +148,7 @@ pub enum IndexRow {
         system: String,
         code: String,
         unit: String,
+        base: bool,
     },
     Uri {
         param: String,
@@ -166,6 +171,10 @@ pub enum IndexRow {
 }
 
 pub mod search;
+
+/// The suffix of the parameter name under which quantities are kept in their
+/// base unit (see `IndexRow::Quantity`).
+pub const BASE_UNIT_SUFFIX: &str = ":base";
 
 /// A job rebuilding the index rows of a tenant's live resources.
 #[derive(Clone, Debug, PartialEq, Eq)]

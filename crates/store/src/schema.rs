@@ -840,6 +840,7 @@ impl IndexInserts {
                     system,
                     code,
                     unit,
+                    base: _,
                 } => out.quantities.push(QuantityRow {
                     tenant: t.clone(),
                     res_type: rt.clone(),

@@ -366,15 +366,37 @@ pub fn sort_keys(
         Text(Vec<u8>, Vec<u8>),
     }
     let mut ranges: BTreeMap<&str, Range> = BTreeMap::new();
+    // Quantity parameters with values in a base unit sort by those only.
+    let based: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter_map(|r| match r {
+            crate::IndexRow::Quantity {
+                param, base: true, ..
+            } => param.strip_suffix(crate::BASE_UNIT_SUFFIX),
+            _ => None,
+        })
+        .collect();
     for row in rows {
         let (param, range) = match row {
-            crate::IndexRow::Date { param, low, high } => (param, Range::Int(*low, *high)),
-            crate::IndexRow::Number { param, value, .. }
-            | crate::IndexRow::Quantity { param, value, .. } => {
+            crate::IndexRow::Date { param, low, high } => (param.as_str(), Range::Int(*low, *high)),
+            crate::IndexRow::Quantity {
+                param, value, base, ..
+            } => {
+                let param = match (base, param.strip_suffix(crate::BASE_UNIT_SUFFIX)) {
+                    (true, Some(p)) => p,
+                    (false, _) if !based.contains(param.as_str()) => param.as_str(),
+                    _ => continue,
+                };
                 if value.is_nan() {
                     continue;
                 }
                 (param, Range::Real(*value, *value))
+            }
+            crate::IndexRow::Number { param, value, .. } => {
+                if value.is_nan() {
+                    continue;
+                }
+                (param.as_str(), Range::Real(*value, *value))
             }
             crate::IndexRow::Token {
                 param,
@@ -382,7 +404,7 @@ pub fn sort_keys(
                 code,
             } => {
                 let k = text_key(&[code, system]);
-                (param, Range::Text(k.clone(), k))
+                (param.as_str(), Range::Text(k.clone(), k))
             }
             crate::IndexRow::Reference {
                 param,
@@ -395,15 +417,15 @@ pub fn sort_keys(
                 } else {
                     text_key(&[&format!("{target_type}/{target_id}")])
                 };
-                (param, Range::Text(k.clone(), k))
+                (param.as_str(), Range::Text(k.clone(), k))
             }
             crate::IndexRow::Uri { param, value } => {
                 let k = text_key(&[value]);
-                (param, Range::Text(k.clone(), k))
+                (param.as_str(), Range::Text(k.clone(), k))
             }
             _ => continue,
         };
-        let merged = match (ranges.remove(param.as_str()), range) {
+        let merged = match (ranges.remove(param), range) {
             (None, r) => r,
             (Some(Range::Int(a, b)), Range::Int(c, d)) => Range::Int(a.min(c), b.max(d)),
             (Some(Range::Real(a, b)), Range::Real(c, d)) => Range::Real(a.min(c), b.max(d)),
