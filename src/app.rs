@@ -156,6 +156,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         default_search_count: config.fhir.default_search_count,
         max_page_size: config.fhir.max_page_size,
         search_drive_below: config.fhir.search_drive_below,
+        max_sorted_in_memory: config.fhir.max_sorted_in_memory,
     })
 }
 

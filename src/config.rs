@@ -215,6 +215,10 @@ pub struct FhirConfig {
     pub search_drive_below: u32,
     /// Most entries accepted in a batch or transaction Bundle (413 beyond).
     pub max_bundle_entries: usize,
+    /// Most matches a search sorted in memory reads (`_sort` on a string,
+    /// identifier or birth date: values the index keeps only as keyed
+    /// hashes); a search matching more is refused as too costly.
+    pub max_sorted_in_memory: u32,
 }
 
 impl Default for FhirConfig {
@@ -225,6 +229,7 @@ impl Default for FhirConfig {
             max_page_size: 1000,
             search_drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,
             max_bundle_entries: 10_000,
+            max_sorted_in_memory: 10_000,
         }
     }
 }

@@ -354,6 +354,50 @@ impl KeyRing {
         })
     }
 
+    /// Encrypts a short token the server hands out and takes back (a page
+    /// position holding sort values) under the tenant's active data key,
+    /// bound to the tenant and `purpose`: key id length, key id, nonce,
+    /// ciphertext.
+    pub fn seal_token(
+        &self,
+        tenant: &str,
+        purpose: &str,
+        plaintext: Vec<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let (key_id, key) = self
+            .key(tenant, None)
+            .ok_or_else(|| CryptoError::UnknownKey(format!("no active key for tenant {tenant}")))?;
+        let id_len = u8::try_from(key_id.len())
+            .map_err(|_| CryptoError::UnknownKey("key id too long".into()))?;
+        let (nonce, ciphertext) = seal_with(&key, &Self::token_aad(tenant, purpose), plaintext)?;
+        Ok([vec![id_len], key_id.into_bytes(), nonce, ciphertext].concat())
+    }
+
+    /// The plaintext of a [`KeyRing::seal_token`] token, if it is one of this
+    /// tenant's for `purpose` under a key loaded here.
+    pub fn open_token(&self, tenant: &str, purpose: &str, token: &[u8]) -> Option<Vec<u8>> {
+        let (&id_len, rest) = token.split_first()?;
+        let (key_id, rest) = rest.split_at_checked(usize::from(id_len))?;
+        let (nonce, ciphertext) = rest.split_at_checked(NONCE_LEN)?;
+        let (_, key) = self.key(tenant, Some(std::str::from_utf8(key_id).ok()?))?;
+        open_with(
+            &key,
+            &Self::token_aad(tenant, purpose),
+            nonce,
+            ciphertext.to_vec(),
+        )
+    }
+
+    fn token_aad(tenant: &str, purpose: &str) -> Vec<u8> {
+        [
+            b"hearth-token-v1\0",
+            tenant.as_bytes(),
+            b"\0",
+            purpose.as_bytes(),
+        ]
+        .concat()
+    }
+
     /// Decrypts a body; reloads the tenant's keys once if the key id is new
     /// (another node may have rotated).
     pub async fn open(

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     NotAcceptable,
     UnsupportedMediaType,
     PayloadTooLarge,
+    /// 400: a request this server refuses to carry out at its size (a client
+    /// can narrow it).
+    TooCostly,
     /// 501: a FHIR interaction this server does not implement.
     NotSupported,
     Unavailable,
@@ -40,6 +43,7 @@ impl ErrorKind {
             ErrorKind::NotAcceptable => 406,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::TooCostly => 400,
             ErrorKind::NotSupported => 501,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
@@ -53,7 +57,7 @@ impl ErrorKind {
             ErrorKind::Conflict | ErrorKind::PreconditionFailed => IssueType::Conflict,
             ErrorKind::MethodNotAllowed | ErrorKind::NotSupported => IssueType::NotSupported,
             ErrorKind::NotAcceptable | ErrorKind::UnsupportedMediaType => IssueType::NotSupported,
-            ErrorKind::PayloadTooLarge => IssueType::TooCostly,
+            ErrorKind::PayloadTooLarge | ErrorKind::TooCostly => IssueType::TooCostly,
             ErrorKind::Unavailable => IssueType::Transient,
             ErrorKind::Internal => IssueType::Exception,
         }

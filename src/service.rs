@@ -520,6 +520,27 @@ impl Service {
         Self::finish_delete(res_type, id, outcome)
     }
 
+    /// A page position that holds values from resources (sort values of
+    /// identifying parameters), sealed for a `_page` link: URL-safe text
+    /// that reveals nothing and that only this tenant's keys open.
+    pub fn seal_page(&self, tenant: &str, position: &str) -> Result<String, ApiError> {
+        use base64::Engine;
+        let sealed = self
+            .keys
+            .seal_token(tenant, "page", position.as_bytes().to_vec())
+            .map_err(ApiError::internal)?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// The position of a [`Service::seal_page`] text, if it is one.
+    pub fn open_page(&self, tenant: &str, sealed: &str) -> Option<String> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .ok()?;
+        String::from_utf8(self.keys.open_token(tenant, "page", &raw)?).ok()
+    }
+
     /// The keyed hash of an identifying index value (see `search::plan`).
     pub fn search_hash(&self, tenant: &str, input: &[u8]) -> Result<Vec<u8>, ApiError> {
         self.keys

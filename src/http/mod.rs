@@ -45,6 +45,8 @@ pub struct AppState {
     pub default_search_count: u32,
     pub max_page_size: u32,
     pub search_drive_below: u32,
+    /// See `FhirConfig::max_sorted_in_memory`.
+    pub max_sorted_in_memory: u32,
 }
 
 /// Registers the FHIR routes under the base path.

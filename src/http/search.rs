@@ -244,6 +244,67 @@ async fn search_checked(
     }
 }
 
+/// A search sorted in memory (`plan::MemorySort`): every match (refused as
+/// too costly beyond `fhir.max_sorted_in_memory`), sorted by values from the
+/// resources; returns how many matched and up to `count + 1` of them after
+/// `after` in the direction it reads (backward: nearest first), each with its
+/// position.
+async fn sorted_in_memory(
+    state: &AppState,
+    q: &hearth_store::search::SearchQuery,
+    checks: &[plan::Recheck],
+    sort: &plan::MemorySort,
+    after: Option<&Cursor>,
+    count: u32,
+) -> Result<(u64, Vec<(ResourceVersion, Cursor)>), ApiError> {
+    let all = search_checked(state, q, checks).await?;
+    let max = state.max_sorted_in_memory as usize;
+    if all.len() > max {
+        return Err(ApiError::new(
+            crate::error::ErrorKind::TooCostly,
+            format!(
+                "this _sort is done on the server's copy of the values and is limited to \
+                 searches matching at most {max} resources (fhir.max_sorted_in_memory); \
+                 narrow the search"
+            ),
+        ));
+    }
+    let mut keyed = Vec::with_capacity(all.len());
+    for (r, _) in all {
+        let json = crate::json::parse(&r.body)
+            .map_err(|_| ApiError::internal(format!("a stored {} is not JSON", r.res_type)))?;
+        let cursor = Cursor {
+            keys: sort.keys(&json, r.last_updated),
+            id: r.id.clone(),
+            backward: false,
+        };
+        keyed.push((r, cursor));
+    }
+    let order = |a: &Cursor, b: &Cursor| sort.compare((&a.keys, &a.id), (&b.keys, &b.id));
+    keyed.sort_by(|(_, a), (_, b)| order(a, b));
+    let total = keyed.len() as u64;
+    let want = count as usize + 1;
+    let page = match after {
+        Some(p) if p.backward => {
+            let mut before: Vec<_> = keyed
+                .into_iter()
+                .filter(|(_, c)| order(c, p).is_lt())
+                .collect();
+            let from = before.len().saturating_sub(want);
+            let mut page = before.split_off(from);
+            page.reverse();
+            page
+        }
+        Some(p) => keyed
+            .into_iter()
+            .filter(|(_, c)| order(c, p).is_gt())
+            .take(want)
+            .collect(),
+        None => keyed.into_iter().take(want).collect(),
+    };
+    Ok((total, page))
+}
+
 /// The number of matches, counted exactly when candidates need checking.
 async fn count_checked(
     state: &AppState,
@@ -530,19 +591,33 @@ async fn run(
         .count
         .unwrap_or(state.default_search_count)
         .min(state.max_page_size);
+    let memory = plan::memory_sort(&parsed)?;
+    // Positions of a sort done in memory hold resource values: sealed.
     let after = match &page {
         None => None,
-        Some(p) => Some(
-            Cursor::decode(p)
-                .ok_or_else(|| ApiError::invalid("_page is not a valid page position"))?,
-        ),
+        Some(p) => {
+            let text = match memory {
+                Some(_) => state.service.open_page(DEFAULT_TENANT, p),
+                None => Some(p.clone()),
+            };
+            Some(
+                text.as_deref()
+                    .and_then(Cursor::decode)
+                    .ok_or_else(|| ApiError::invalid("_page is not a valid page position"))?,
+            )
+        }
     };
-    let mut q = plan::store_query(&parsed, after, count + 1, &|input| {
+    let keys = memory.as_ref().map(plan::MemorySort::key_count);
+    let (store_after, limit) = match memory {
+        Some(_) => (None, state.max_sorted_in_memory.saturating_add(1)),
+        None => (after.clone(), count + 1),
+    };
+    let mut q = plan::store_query(&parsed, store_after, limit, &|input| {
         state.service.search_hash(DEFAULT_TENANT, input)
     })?;
     // A position must come from a page of the same ordering.
-    if let Some(after) = &q.after
-        && after.keys.len() != q.sort.len()
+    if let Some(after) = &after
+        && after.keys.len() != keys.unwrap_or(q.sort.len())
     {
         return Err(ApiError::invalid("_page does not belong to this search"));
     }
@@ -550,38 +625,58 @@ async fn run(
     q.drive_below = state.search_drive_below;
     let checks = plan::rechecks(&parsed)?;
     let only_count = parsed.summary == Some(Summary::Count);
-    let total = if only_count || parsed.total != Total::None {
-        Some(count_checked(state, &q, &checks).await?)
-    } else {
-        None
-    };
-    let mut hits = if only_count {
-        Vec::new()
-    } else {
-        search_checked(state, &q, &checks).await?
+    let (total, mut hits) = match &memory {
+        Some(m) if !only_count => {
+            let (total, hits) =
+                sorted_in_memory(state, &q, &checks, m, after.as_ref(), count).await?;
+            ((parsed.total != Total::None).then_some(total), hits)
+        }
+        _ => {
+            let total = if only_count || parsed.total != Total::None {
+                Some(count_checked(state, &q, &checks).await?)
+            } else {
+                None
+            };
+            let hits = if only_count {
+                Vec::new()
+            } else {
+                search_checked(state, &q, &checks).await?
+            };
+            (total, hits)
+        }
     };
     // One more row than shown says whether there is more in the direction read.
     let more = hits.len() > count as usize;
     hits.truncate(count as usize);
-    let backward = q.after.as_ref().is_some_and(|c| c.backward);
+    let backward = after.as_ref().is_some_and(|c| c.backward);
     if backward {
         hits.reverse();
     }
+    let link = |c: &Cursor, backward: bool| -> Result<String, ApiError> {
+        let text = c.toward(backward).encode();
+        match memory {
+            Some(_) => state.service.seal_page(DEFAULT_TENANT, &text),
+            None => Ok(text),
+        }
+    };
     let (next, previous) = if backward {
         (
-            hits.last().map(|(_, c)| c.toward(false).encode()),
+            hits.last().map(|(_, c)| link(c, false)).transpose()?,
             hits.first()
                 .filter(|_| more)
-                .map(|(_, c)| c.toward(true).encode()),
+                .map(|(_, c)| link(c, true))
+                .transpose()?,
         )
     } else {
         (
             hits.last()
                 .filter(|_| more)
-                .map(|(_, c)| c.toward(false).encode()),
+                .map(|(_, c)| link(c, false))
+                .transpose()?,
             hits.first()
-                .filter(|_| q.after.is_some())
-                .map(|(_, c)| c.toward(true).encode()),
+                .filter(|_| after.is_some())
+                .map(|(_, c)| link(c, true))
+                .transpose()?,
         )
     };
     let mut found: Vec<ResourceVersion> = hits.into_iter().map(|(r, _)| r).collect();

@@ -1290,8 +1290,8 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
                 let def = r4()
                     .get(&req.resource_type, code)
                     .ok_or_else(|| ApiError::invalid(format!("unknown sort parameter {code}")))?;
-                // Identifying values are kept as keyed hashes or by year
-                // only: they have no order to sort by.
+                // Identifying values (kept as keyed hashes or by year only)
+                // are sorted in memory (`MemorySort`).
                 let sortable = matches!(
                     def.kind,
                     ParamType::Date
@@ -1300,8 +1300,8 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
                         | ParamType::Token
                         | ParamType::Reference
                         | ParamType::Uri
-                ) && is_searchable(def)
-                    && !is_identifying(def);
+                        | ParamType::String
+                ) && is_searchable(def);
                 if !sortable {
                     return Err(not_yet(format!("_sort on {code}")));
                 }
@@ -1318,7 +1318,141 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
     Ok(out)
 }
 
-/// Translates a parsed request into a store query (the page after `after`).
+/// A sort the store cannot walk in order: by a parameter whose values the
+/// index keeps only as keyed hashes or by year (strings, identifiers, birth
+/// and death dates). Such a search reads every match, up to a bound, and
+/// sorts them by values taken from the decrypted resources.
+#[derive(Clone, Debug)]
+pub struct MemorySort {
+    /// `(parameter, descending)`, as `_sort` names them.
+    keys: Vec<(String, bool)>,
+}
+
+/// The sort of `req` when it must be done in memory (see [`MemorySort`]).
+pub fn memory_sort(req: &SearchRequest) -> Result<Option<MemorySort>, ApiError> {
+    let sort = sort(req)?;
+    let registry = r4();
+    let in_memory = sort.iter().any(|s| {
+        registry
+            .get(&req.resource_type, &s.param)
+            .is_some_and(|def| def.kind == ParamType::String || is_identifying(def))
+    });
+    Ok(in_memory.then(|| MemorySort {
+        keys: sort.into_iter().map(|s| (s.param, s.descending)).collect(),
+    }))
+}
+
+/// An `i64` as bytes in the same order.
+fn ordered_int(v: i64) -> Vec<u8> {
+    ((v as u64) ^ (1 << 63)).to_be_bytes().to_vec()
+}
+
+/// An `f64` (not NaN) as bytes in the same order.
+fn ordered_float(v: f64) -> Vec<u8> {
+    let bits = v.to_bits();
+    let bits = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    bits.to_be_bytes().to_vec()
+}
+
+/// What an index value sorts by: (ascending, descending) keys — a date by its
+/// start going up and by its end going down.
+fn sort_value(v: &IndexValue) -> Option<(Vec<u8>, Vec<u8>)> {
+    let same = |b: Vec<u8>| Some((b.clone(), b));
+    match v {
+        IndexValue::String { normalized, .. } => same(normalized.as_bytes().to_vec()),
+        IndexValue::Token {
+            system,
+            code: Some(code),
+            ..
+        } => same(
+            [
+                code.as_bytes(),
+                b"\0",
+                system.as_deref().unwrap_or("").as_bytes(),
+            ]
+            .concat(),
+        ),
+        IndexValue::Date { low, high } => Some((ordered_int(*low), ordered_int(*high))),
+        IndexValue::Number { value, .. } if !value.is_nan() => same(ordered_float(*value)),
+        IndexValue::Quantity {
+            value, canonical, ..
+        } => {
+            let v = canonical.as_ref().map_or(*value, |c| c.value);
+            (!v.is_nan()).then(|| ordered_float(v)).and_then(same)
+        }
+        IndexValue::Reference {
+            target_type: Some(t),
+            target_id: Some(id),
+            ..
+        } => same(format!("{t}/{id}").into_bytes()),
+        IndexValue::Reference { url, .. } => same(url.as_bytes().to_vec()),
+        IndexValue::Uri(u) => same(u.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+impl MemorySort {
+    /// A resource's sort keys, one per `_sort` parameter: `0` and the value
+    /// (the least for ascending, the greatest for descending), or `1` when
+    /// it has none (sorted last either way).
+    pub fn keys(&self, resource: &crate::json::Json, last_updated: i64) -> Vec<Vec<u8>> {
+        let entries = crate::search::extract::extract(resource);
+        self.keys
+            .iter()
+            .map(|(param, descending)| {
+                let value = if param == "_lastUpdated" {
+                    Some(ordered_int(last_updated))
+                } else {
+                    let values = entries
+                        .iter()
+                        .filter(|e| e.param == param.as_str())
+                        .filter_map(|e| sort_value(&e.value));
+                    if *descending {
+                        values.map(|(_, high)| high).max()
+                    } else {
+                        values.map(|(low, _)| low).min()
+                    }
+                };
+                match value {
+                    Some(v) => [vec![0], v].concat(),
+                    None => vec![1],
+                }
+            })
+            .collect()
+    }
+
+    /// The order of two positions (keys from [`MemorySort::keys`], then id).
+    pub fn compare(&self, a: (&[Vec<u8>], &str), b: (&[Vec<u8>], &str)) -> std::cmp::Ordering {
+        for (i, (_, descending)) in self.keys.iter().enumerate() {
+            let (x, y) = (a.0.get(i), b.0.get(i));
+            // A missing value (`1`) sorts after any value in both directions.
+            let missing = |k: Option<&Vec<u8>>| k.is_none_or(|k| k.first() != Some(&0));
+            let order = match (missing(x), missing(y)) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                (false, false) if *descending => y.cmp(&x),
+                (false, false) => x.cmp(&y),
+            };
+            if order.is_ne() {
+                return order;
+            }
+        }
+        a.1.cmp(b.1)
+    }
+
+    /// How many keys a position of this sort holds.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// Translates a parsed request into a store query (the page after `after`);
+/// a sort done in memory ([`memory_sort`]) leaves the store's order by id.
 pub fn store_query(
     req: &SearchRequest,
     after: Option<Cursor>,
@@ -1349,7 +1483,10 @@ pub fn store_query(
     Ok(SearchQuery {
         res_type: req.resource_type.clone(),
         conditions,
-        sort: sort(req)?,
+        sort: match memory_sort(req)? {
+            Some(_) => Vec::new(),
+            None => sort(req)?,
+        },
         after,
         limit,
         drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,

@@ -162,7 +162,7 @@ async fn errors_are_operation_outcomes() {
             app.client.patch(app.url("Patient/x")).send().await.unwrap(),
             405,
         ),
-        (app.get("Observation?_sort=identifier").await, 501),
+        (app.get("Observation?_sort=code-value-quantity").await, 501),
         (
             app.post(
                 "Patient",
