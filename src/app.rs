@@ -123,7 +123,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         master_key = keys.master_key_id(),
         "store ready"
     );
-    let service = Service::new(store, keys, config.http.public_url.clone());
+    let service = Service::new(store, keys, config.http.public_url.clone())
+        .with_search_drive_below(config.fhir.search_drive_below);
     // Added search parameters first, so pending jobs index them too; index
     // changes of a migration are finished before the first search.
     let added = service
@@ -149,7 +150,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),
-        capability: http::Capability::new(started),
+        capability: http::Capability::new(started, config.fhir.conditional_delete_multiple),
         max_body_bytes: config.http.max_body_bytes,
         max_bundle_entries: config.fhir.max_bundle_entries,
         default_page_size: config.fhir.default_page_size,
@@ -157,6 +158,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         max_page_size: config.fhir.max_page_size,
         search_drive_below: config.fhir.search_drive_below,
         max_sorted_in_memory: config.fhir.max_sorted_in_memory,
+        conditional_delete_multiple: config.fhir.conditional_delete_multiple,
+        max_conditional_deletes: config.fhir.max_conditional_deletes,
     })
 }
 

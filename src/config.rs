@@ -219,6 +219,10 @@ pub struct FhirConfig {
     /// identifier or birth date: values the index keeps only as keyed
     /// hashes); a search matching more is refused as too costly.
     pub max_sorted_in_memory: u32,
+    /// Whether a conditional delete may delete several matches (412 if not).
+    pub conditional_delete_multiple: bool,
+    /// Most resources one conditional delete deletes (412 beyond).
+    pub max_conditional_deletes: u32,
 }
 
 impl Default for FhirConfig {
@@ -230,6 +234,8 @@ impl Default for FhirConfig {
             search_drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,
             max_bundle_entries: 10_000,
             max_sorted_in_memory: 10_000,
+            conditional_delete_multiple: false,
+            max_conditional_deletes: 1_000,
         }
     }
 }

@@ -54,6 +54,22 @@ pub struct Service {
     reindexing: Arc<tokio::sync::Mutex<()>>,
     /// The public base URL: absolute references under it are local.
     local_base: Option<String>,
+    /// See `SearchQuery::drive_below` (`fhir.search_drive_below`).
+    search_drive_below: u32,
+    /// Conditional writes (a search, then a write on what it found) with the
+    /// same condition run one at a time in this process: the condition's hash
+    /// picks one of these.
+    conditional: Arc<Vec<tokio::sync::Mutex<()>>>,
+}
+
+/// How many locks conditional writes are spread over.
+const CONDITIONAL_LOCKS: usize = 64;
+
+/// What a conditional delete did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConditionalDelete {
+    /// How many resources matched (and were deleted).
+    pub deleted: usize,
 }
 
 fn crypto_error(e: CryptoError) -> ApiError {
@@ -77,7 +93,165 @@ impl Service {
             keys,
             reindexing: Arc::default(),
             local_base,
+            search_drive_below: hearth_store::search::DEFAULT_DRIVE_BELOW,
+            conditional: Arc::new(
+                (0..CONDITIONAL_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Sets `fhir.search_drive_below` for the searches the service runs.
+    pub fn with_search_drive_below(mut self, n: u32) -> Self {
+        self.search_drive_below = n;
+        self
+    }
+
+    /// Runs searches for `tenant` (conditional interactions, Bundle entries,
+    /// the REST search).
+    pub fn searcher<'a>(&'a self, tenant: &'a str) -> crate::search::run::Searcher<'a> {
+        crate::search::run::Searcher {
+            service: self,
+            tenant,
+            drive_below: self.search_drive_below,
+        }
+    }
+
+    /// The lock of conditional writes under `criteria` (see `conditional`).
+    pub(crate) async fn conditional_lock(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        criteria: &[(String, String)],
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut sorted: Vec<&(String, String)> = criteria.iter().collect();
+        sorted.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tenant, res_type, sorted).hash(&mut h);
+        let i = usize::try_from(h.finish() % CONDITIONAL_LOCKS as u64).unwrap_or(0);
+        self.conditional[i].lock().await
+    }
+
+    /// `POST [type]` with `If-None-Exist` (R4 3.1.0.8.1): without a match the
+    /// resource is created (`true`); with one, that resource is the answer and
+    /// nothing is written (`false`); with more, 412.
+    pub async fn create_unless_exists(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        body: &[u8],
+        criteria: &[(String, String)],
+    ) -> Result<(ResourceVersion, bool), ApiError> {
+        let obj = fhir::parse_resource(body, Expect::Create { res_type })?;
+        let _one_at_a_time = self.conditional_lock(tenant, res_type, criteria).await;
+        let mut found = self
+            .searcher(tenant)
+            .matching(res_type, criteria, 2)
+            .await?;
+        match found.len() {
+            0 => {
+                let id = new_id()?;
+                self.put(tenant, res_type, &id, obj, Precondition::Absent)
+                    .await
+            }
+            1 => Ok((found.remove(0), false)),
+            _ => Err(several_match(res_type)),
+        }
+    }
+
+    /// `PUT [type]?criteria` (R4 3.1.0.6.1): without a match the resource is
+    /// created (under the body's id if it has one); with one match, that
+    /// resource is updated (a different id in the body is a 400); with more,
+    /// 412. Returns the version and whether it was created.
+    pub async fn conditional_update(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        body: &[u8],
+        criteria: &[(String, String)],
+        if_match: Option<i64>,
+    ) -> Result<(ResourceVersion, bool), ApiError> {
+        let obj = fhir::parse_resource(body, Expect::ConditionalUpdate { res_type })?;
+        let body_id = obj.get("id").and_then(Json::as_str).map(str::to_owned);
+        let _one_at_a_time = self.conditional_lock(tenant, res_type, criteria).await;
+        let found = self
+            .searcher(tenant)
+            .matching(res_type, criteria, 2)
+            .await?;
+        let precondition = if_match.map_or(Precondition::None, Precondition::VersionIs);
+        let id = match (found.as_slice(), body_id) {
+            ([], Some(id)) => id,
+            ([], None) => new_id()?,
+            ([one], Some(id)) if id != one.id => {
+                return Err(ApiError::invalid_at(
+                    format!("{res_type}.id"),
+                    "the id in the body differs from the resource the condition matches",
+                ));
+            }
+            ([one], _) => one.id.clone(),
+            _ => return Err(several_match(res_type)),
+        };
+        self.put(tenant, res_type, &id, obj, precondition).await
+    }
+
+    /// `DELETE [type]?criteria` (R4 3.1.0.7.1): deletes the match; several
+    /// matches are all deleted (together) when `multiple` allows, up to
+    /// `max`, else 412. No match deletes nothing.
+    pub async fn conditional_delete(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        criteria: &[(String, String)],
+        multiple: bool,
+        max: u32,
+    ) -> Result<ConditionalDelete, ApiError> {
+        let _one_at_a_time = self.conditional_lock(tenant, res_type, criteria).await;
+        let limit = if multiple { max.saturating_add(1) } else { 2 };
+        let found = self
+            .searcher(tenant)
+            .matching(res_type, criteria, limit)
+            .await?;
+        if found.len() > 1 && !multiple {
+            return Err(several_match(res_type));
+        }
+        if found.len() > max as usize {
+            return Err(ApiError::new(
+                crate::error::ErrorKind::PreconditionFailed,
+                format!(
+                    "the condition matches more than {max} {res_type} resources \
+                     (fhir.max_conditional_deletes); narrow it"
+                ),
+            ));
+        }
+        let last_updated = now_micros();
+        let writes = found
+            .iter()
+            .map(|r| {
+                (
+                    WriteIntent {
+                        res_type,
+                        id: &r.id,
+                        precondition: Precondition::None,
+                        kind: WriteKind::Delete,
+                        last_updated,
+                        index: &[],
+                    },
+                    no_body(),
+                )
+            })
+            .collect();
+        let outcomes = self
+            .write_all(tenant, writes, None)
+            .await
+            .map_err(|e| ApiError::from(e.error))?;
+        for (r, outcome) in found.iter().zip(outcomes) {
+            Self::finish_delete(res_type, &r.id, outcome)?;
+        }
+        Ok(ConditionalDelete {
+            deleted: found.len(),
+        })
     }
 
     /// `POST [type]`: a new resource with a server-assigned id.
@@ -633,6 +807,14 @@ impl Service {
             _ => HistoryScope::System,
         }
     }
+}
+
+/// 412: a condition that must name one resource matches several.
+fn several_match(res_type: &str) -> ApiError {
+    ApiError::new(
+        crate::error::ErrorKind::PreconditionFailed,
+        format!("the condition matches more than one {res_type}; make it more selective"),
+    )
 }
 
 fn not_found(res_type: &str, id: &str) -> ApiError {

@@ -21,12 +21,17 @@ pub enum Expect<'a> {
     Create { res_type: &'a str },
     /// `PUT [type]/[id]`: the body must carry the same id (R4 3.1.0.4.2).
     Update { res_type: &'a str, id: &'a str },
+    /// `PUT [type]?criteria`: the body may carry an id (checked against the
+    /// match by the caller).
+    ConditionalUpdate { res_type: &'a str },
 }
 
 impl Expect<'_> {
     fn res_type(&self) -> &str {
         match self {
-            Expect::Create { res_type } | Expect::Update { res_type, .. } => res_type,
+            Expect::Create { res_type }
+            | Expect::Update { res_type, .. }
+            | Expect::ConditionalUpdate { res_type } => res_type,
         }
     }
 }
@@ -93,6 +98,14 @@ pub fn check_resource(value: Json, expect: Expect<'_>) -> Result<Object, ApiErro
     match expect {
         Expect::Create { .. } => {
             obj.remove("id");
+        }
+        Expect::ConditionalUpdate { .. } => {
+            if obj.get("id").is_some_and(|id| id.as_str().is_none()) {
+                return Err(ApiError::invalid_at(
+                    format!("{res_type}.id"),
+                    "id must be a string",
+                ));
+            }
         }
         Expect::Update { id, .. } => match obj.get("id") {
             Some(Json::String(body_id)) if body_id == id => {}

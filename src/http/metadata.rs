@@ -28,16 +28,20 @@ pub async fn capabilities(
 /// parameters it shows.
 pub struct Capability {
     started: String,
+    /// `conditionalDelete`: `multiple` or `single`.
+    delete_multiple: bool,
     rendered: std::sync::RwLock<(u64, Vec<u8>)>,
 }
 
 impl Capability {
-    /// `started` is the server's start time, the statement's `date`.
-    pub fn new(started: String) -> Self {
+    /// `started` is the server's start time, the statement's `date`;
+    /// `delete_multiple` is `fhir.conditional_delete_multiple`.
+    pub fn new(started: String, delete_multiple: bool) -> Self {
         let generation = search_params::custom_generation();
-        let body = capability_statement(&started);
+        let body = capability_statement(&started, delete_multiple);
         Capability {
             started,
+            delete_multiple,
             rendered: std::sync::RwLock::new((generation, body)),
         }
     }
@@ -50,7 +54,7 @@ impl Capability {
         {
             return r.1.clone();
         }
-        let body = capability_statement(&self.started);
+        let body = capability_statement(&self.started, self.delete_multiple);
         if let Ok(mut w) = self.rendered.write() {
             *w = (generation, body.clone());
         }
@@ -76,7 +80,7 @@ fn codes(key: &str, items: &[&str]) -> Json {
 }
 
 /// An honest CapabilityStatement: only the interactions that are implemented.
-pub fn capability_statement(date: &str) -> Vec<u8> {
+pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
     let resources = model::r4()
         .resource_types()
         .iter()
@@ -102,10 +106,17 @@ pub fn capability_statement(date: &str) -> Vec<u8> {
             r.push("versioning", Json::string("versioned-update"));
             r.push("readHistory", Json::Bool(true));
             r.push("updateCreate", Json::Bool(true));
-            r.push("conditionalCreate", Json::Bool(false));
+            r.push("conditionalCreate", Json::Bool(true));
             r.push("conditionalRead", Json::string("full-support"));
-            r.push("conditionalUpdate", Json::Bool(false));
-            r.push("conditionalDelete", Json::string("not-supported"));
+            r.push("conditionalUpdate", Json::Bool(true));
+            r.push(
+                "conditionalDelete",
+                Json::string(if delete_multiple {
+                    "multiple"
+                } else {
+                    "single"
+                }),
+            );
             let mut params: Vec<&SearchParam> = search_params::r4()
                 .for_type(t)
                 .filter(|p| plan::is_searchable(p))

@@ -47,6 +47,10 @@ pub struct AppState {
     pub search_drive_below: u32,
     /// See `FhirConfig::max_sorted_in_memory`.
     pub max_sorted_in_memory: u32,
+    /// See `FhirConfig::conditional_delete_multiple`.
+    pub conditional_delete_multiple: bool,
+    /// See `FhirConfig::max_conditional_deletes`.
+    pub max_conditional_deletes: u32,
 }
 
 /// Registers the FHIR routes under the base path.
@@ -128,6 +132,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
             web::resource("/{type}")
                 .route(web::post().to(create::create))
                 .route(web::get().to(search::get))
+                .route(web::put().to(update::conditional))
+                .route(web::delete().to(delete::conditional))
                 .default_service(method_not_allowed()),
         );
     cfg.service(scope);

@@ -14,12 +14,19 @@ use crate::error::ApiError;
 use crate::fhir::subset::Subset;
 use crate::json::write_string;
 use crate::search::query::{Summary, Total};
+use crate::search::run::Searcher;
 use crate::search::{plan, query};
 use crate::service::ResourceVersion;
 use crate::store::DEFAULT_TENANT;
 use hearth_store::search::{Condition, Cursor};
 
-fn pairs(raw: &str) -> Vec<(String, String)> {
+/// The service-level search runner for this request's tenant.
+fn searcher(state: &AppState) -> Searcher<'_> {
+    state.service.searcher(DEFAULT_TENANT)
+}
+
+/// The `name=value` pairs of a query string, decoded.
+pub(super) fn pairs(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -76,172 +83,8 @@ async fn parse_request(
             parsed.ignored.join(", ")
         )));
     }
-    resolve_value_sets(&mut parsed, state).await?;
-    resolve_lists(&mut parsed, state).await?;
+    searcher(state).resolve(&mut parsed).await?;
     Ok(parsed)
-}
-
-/// The first resource of `res_type` whose `url` is `url` (and, when given,
-/// whose `version` is `version`), as JSON.
-async fn find_by_url(
-    state: &AppState,
-    res_type: &str,
-    url: &str,
-    version: Option<&str>,
-) -> Result<Option<crate::json::Json>, ApiError> {
-    let q = hearth_store::search::SearchQuery {
-        res_type: res_type.to_owned(),
-        conditions: vec![Condition::Uri {
-            param: "url".to_owned(),
-            any_of: vec![url.to_owned()],
-            below: false,
-        }],
-        sort: Vec::new(),
-        after: None,
-        limit: 50,
-        drive_below: state.search_drive_below,
-    };
-    for (rv, _) in state.service.search(DEFAULT_TENANT, &q).await? {
-        let json = crate::json::parse(&rv.body)
-            .map_err(|_| ApiError::internal(format!("a stored {res_type} is not JSON")))?;
-        let matches = match (version, &json) {
-            (None, _) => true,
-            (Some(want), crate::json::Json::Object(o)) => {
-                o.get("version").and_then(crate::json::Json::as_str) == Some(want)
-            }
-            _ => false,
-        };
-        if matches {
-            return Ok(Some(json));
-        }
-    }
-    Ok(None)
-}
-
-/// Expands the value sets `:in` and `:not-in` name, from the ValueSets stored
-/// on this server (by canonical URL, `|version` choosing among versions), and
-/// the codes `:above` and `:below` name, from the CodeSystems stored here.
-async fn resolve_value_sets(
-    parsed: &mut query::SearchRequest,
-    state: &AppState,
-) -> Result<(), ApiError> {
-    for canonical in parsed.value_set_urls() {
-        let (url, version) = match canonical.split_once('|') {
-            Some((u, v)) => (u, Some(v)),
-            None => (canonical.as_str(), None),
-        };
-        let vs = find_by_url(state, "ValueSet", url, version)
-            .await?
-            .ok_or_else(|| ApiError::invalid(format!("no value set {canonical} on this server")))?;
-        let members = crate::fhir::valueset::expand(&vs, &canonical)?;
-        parsed.value_sets.insert(canonical, members);
-    }
-    for (modifier, system, code) in parsed.subsumption_codes() {
-        let cs = find_by_url(state, "CodeSystem", &system, None)
-            .await?
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "no CodeSystem {system} on this server to follow :above or :below in"
-                ))
-            })?;
-        let below = modifier == query::Modifier::Below;
-        // A code the system does not hold subsumes only itself.
-        let codes = crate::fhir::valueset::subsumed(&cs, &code, below)
-            .unwrap_or_else(|| vec![code.clone()]);
-        parsed.value_sets.insert(
-            query::subsumption_key(&modifier, &system, &code),
-            codes
-                .into_iter()
-                .map(|c| (Some(system.clone()), Some(c)))
-                .collect(),
-        );
-    }
-    Ok(())
-}
-
-/// `_list`: the ids of the searched type that the named Lists hold (`entry.item`
-/// references); an unknown or deleted List holds nothing.
-async fn resolve_lists(
-    parsed: &mut query::SearchRequest,
-    state: &AppState,
-) -> Result<(), ApiError> {
-    let prefix = format!("{}/", parsed.resource_type);
-    for group in parsed.lists.clone() {
-        let mut ids = Vec::new();
-        for list_id in group {
-            let list = match state.service.read(DEFAULT_TENANT, "List", &list_id).await {
-                Ok(l) => l,
-                Err(e)
-                    if matches!(
-                        e.kind,
-                        crate::error::ErrorKind::NotFound | crate::error::ErrorKind::Gone
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let json = crate::json::parse(&list.body)
-                .map_err(|_| ApiError::internal("a stored List is not JSON"))?;
-            for value in crate::search::extract::extract(&json) {
-                if value.param != "item" {
-                    continue;
-                }
-                if let crate::search::extract::IndexValue::Reference { url, .. } = value.value
-                    && let Some(id) = url.strip_prefix(&prefix)
-                    && !id.contains('/')
-                    && !ids.iter().any(|i| i == id)
-                {
-                    ids.push(id.to_owned());
-                }
-            }
-        }
-        parsed.list_members.push(ids);
-    }
-    Ok(())
-}
-
-/// Whether a found resource passes the exact checks the index could not make.
-fn passes(r: &ResourceVersion, checks: &[plan::Recheck]) -> Result<bool, ApiError> {
-    if checks.is_empty() {
-        return Ok(true);
-    }
-    let json = crate::json::parse(&r.body)
-        .map_err(|_| ApiError::internal(format!("a stored {} is not JSON", r.res_type)))?;
-    let entries = crate::search::extract::extract(&json);
-    Ok(checks.iter().all(|c| c.holds(&entries, &json)))
-}
-
-/// A page of a search whose index conditions are only a first cut (birth
-/// dates by year): candidates are checked exactly, and further batches read
-/// until the page is full or the store has no more.
-async fn search_checked(
-    state: &AppState,
-    q: &hearth_store::search::SearchQuery,
-    checks: &[plan::Recheck],
-) -> Result<Vec<(ResourceVersion, Cursor)>, ApiError> {
-    if checks.is_empty() {
-        return state.service.search(DEFAULT_TENANT, q).await;
-    }
-    let want = q.limit as usize;
-    let backward = q.after.as_ref().is_some_and(|c| c.backward);
-    let mut q = q.clone();
-    let mut kept = Vec::new();
-    loop {
-        let batch = state.service.search(DEFAULT_TENANT, &q).await?;
-        let full = batch.len() == q.limit as usize;
-        let last = batch.last().map(|(_, c)| c.toward(backward));
-        for (r, c) in batch {
-            if passes(&r, checks)? {
-                kept.push((r, c));
-            }
-        }
-        if kept.len() >= want || !full {
-            kept.truncate(want);
-            return Ok(kept);
-        }
-        q.after = last;
-    }
 }
 
 /// A search sorted in memory (`plan::MemorySort`): every match (refused as
@@ -257,7 +100,7 @@ async fn sorted_in_memory(
     after: Option<&Cursor>,
     count: u32,
 ) -> Result<(u64, Vec<(ResourceVersion, Cursor)>), ApiError> {
-    let all = search_checked(state, q, checks).await?;
+    let all = searcher(state).search_checked(q, checks).await?;
     let max = state.max_sorted_in_memory as usize;
     if all.len() > max {
         return Err(ApiError::new(
@@ -303,36 +146,6 @@ async fn sorted_in_memory(
         None => keyed.into_iter().take(want).collect(),
     };
     Ok((total, page))
-}
-
-/// The number of matches, counted exactly when candidates need checking.
-async fn count_checked(
-    state: &AppState,
-    q: &hearth_store::search::SearchQuery,
-    checks: &[plan::Recheck],
-) -> Result<u64, ApiError> {
-    if checks.is_empty() {
-        return state.service.count(DEFAULT_TENANT, q).await;
-    }
-    let mut q = q.clone();
-    q.sort = Vec::new();
-    q.after = None;
-    q.limit = state.max_page_size;
-    let mut n = 0u64;
-    loop {
-        let batch = state.service.search(DEFAULT_TENANT, &q).await?;
-        let full = batch.len() == q.limit as usize;
-        let last = batch.last().map(|(_, c)| c.clone());
-        for (r, _) in &batch {
-            if passes(r, checks)? {
-                n += 1;
-            }
-        }
-        if !full {
-            return Ok(n);
-        }
-        q.after = last;
-    }
 }
 
 /// A resource type named in `_type` (400, not 404, when it is not one).
@@ -472,7 +285,9 @@ async fn run_system(
         for parsed in &parsed_all {
             let mut q = plan::store_query(parsed, None, 1, &hasher)?;
             q.drive_below = state.search_drive_below;
-            *n += count_checked(state, &q, &plan::rechecks(parsed)?).await?;
+            *n += searcher(state)
+                .count_checked(&q, &plan::rechecks(parsed)?)
+                .await?;
         }
     }
     // The types in reading order from the position's on (backward: down from
@@ -511,7 +326,9 @@ async fn run_system(
             &hasher,
         )?;
         q.drive_below = state.search_drive_below;
-        let rows = search_checked(state, &q, &plan::rechecks(parsed)?).await?;
+        let rows = searcher(state)
+            .search_checked(&q, &plan::rechecks(parsed)?)
+            .await?;
         hits.extend(rows.into_iter().map(|(r, _)| (r, t.to_owned())));
     }
     let more = hits.len() > count as usize;
@@ -633,14 +450,14 @@ async fn run(
         }
         _ => {
             let total = if only_count || parsed.total != Total::None {
-                Some(count_checked(state, &q, &checks).await?)
+                Some(searcher(state).count_checked(&q, &checks).await?)
             } else {
                 None
             };
             let hits = if only_count {
                 Vec::new()
             } else {
-                search_checked(state, &q, &checks).await?
+                searcher(state).search_checked(&q, &checks).await?
             };
             (total, hits)
         }

@@ -1,5 +1,6 @@
 //! `update` (R4 3.1.0.6): `PUT [base]/[type]/[id]`, create-on-update with a client
-//! id, `If-Match` for version-aware updates (412 on mismatch).
+//! id, `If-Match` for version-aware updates (412 on mismatch); conditional
+//! update `PUT [base]/[type]?[search parameters]` (R4 3.1.0.6.1).
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -19,7 +20,46 @@ pub async fn update(
     let (t, id) = path.into_inner();
     let (t, id) = (resource_type(&t)?, resource_id(&id)?);
     negotiate(&req)?;
-    let if_match = match req.headers().get(header::IF_MATCH) {
+    let if_match = if_match(&req)?;
+    let body = read_body(&req, payload, &state).await?;
+    let (rv, created) = state
+        .service
+        .update(DEFAULT_TENANT, t, id, &body, if_match)
+        .await?;
+    respond(&req, &state, rv, created)
+}
+
+/// `PUT [base]/[type]?[search parameters]`: no match creates, one match is
+/// updated, several answer 412.
+pub async fn conditional(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let t = resource_type(&path)?;
+    negotiate(&req)?;
+    let criteria = super::search::pairs(req.query_string());
+    let criteria: Vec<(String, String)> = criteria
+        .into_iter()
+        .filter(|(k, _)| k != "_format" && k != "_pretty")
+        .collect();
+    if criteria.is_empty() {
+        return Err(ApiError::invalid(
+            "an update names the resource: PUT [type]/[id], or PUT [type]?[search parameters]",
+        ));
+    }
+    let if_match = if_match(&req)?;
+    let body = read_body(&req, payload, &state).await?;
+    let (rv, created) = state
+        .service
+        .conditional_update(DEFAULT_TENANT, t, &body, &criteria, if_match)
+        .await?;
+    respond(&req, &state, rv, created)
+}
+
+fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
+    Ok(match req.headers().get(header::IF_MATCH) {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -27,16 +67,19 @@ pub async fn update(
                 .and_then(parse_etag)
                 .ok_or_else(|| ApiError::invalid("If-Match must be an ETag such as W/\"3\""))?,
         ),
-    };
-    let body = read_body(&req, payload, &state).await?;
-    let (rv, created) = state
-        .service
-        .update(DEFAULT_TENANT, t, id, &body, if_match)
-        .await?;
+    })
+}
+
+fn respond(
+    req: &HttpRequest,
+    state: &AppState,
+    rv: crate::service::ResourceVersion,
+    created: bool,
+) -> Result<HttpResponse, ApiError> {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    write_response(&req, &state, status, rv)
+    write_response(req, state, status, rv)
 }

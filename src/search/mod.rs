@@ -10,4 +10,5 @@ pub mod extract;
 pub mod normalize;
 pub mod plan;
 pub mod query;
+pub mod run;
 pub mod ucum;

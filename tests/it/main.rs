@@ -6,6 +6,7 @@ mod support;
 
 mod bundle;
 mod concurrency;
+mod conditional;
 mod conformance;
 mod crud;
 mod encryption;
