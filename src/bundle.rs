@@ -31,6 +31,20 @@ pub struct BundleRequest {
     entries: Vec<Entry>,
 }
 
+/// An entry's references rewritten: placeholders to the ids their entries
+/// got, conditional references to the one resource each matches.
+fn rewrite_entry(
+    i: usize,
+    op: &mut Op,
+    ids: &HashMap<String, String>,
+    found: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    if let Op::Put { resource, .. } = op {
+        rewrite_references(resource, ids, found).map_err(|e| at_entry(i, e))?;
+    }
+    Ok(())
+}
+
 /// The outcome of one entry, in the order of the request.
 #[derive(Debug)]
 pub enum EntryResult {
@@ -40,6 +54,9 @@ pub enum EntryResult {
     Deleted { res_type: String, id: String },
     /// 200 with the resource.
     Read(ResourceVersion),
+    /// 200: a conditional create (`ifNoneExist`) found this resource, and
+    /// nothing was written.
+    Matched(ResourceVersion),
     /// The entry failed on its own (batch only).
     Failed(ApiError),
 }
@@ -49,34 +66,53 @@ impl EntryResult {
     pub fn status(&self) -> String {
         match self {
             EntryResult::Written { created: true, .. } => "201 Created".to_owned(),
-            EntryResult::Written { created: false, .. } | EntryResult::Read(_) => {
-                "200 OK".to_owned()
-            }
+            EntryResult::Written { created: false, .. }
+            | EntryResult::Read(_)
+            | EntryResult::Matched(_) => "200 OK".to_owned(),
             EntryResult::Deleted { .. } => "204 No Content".to_owned(),
             EntryResult::Failed(e) => e.status().to_string(),
         }
     }
 }
 
+/// Search parameters of a conditional entry or reference.
+type Criteria = Vec<(String, String)>;
+
 #[derive(Debug)]
 enum Op {
-    /// POST (`create`, the id new) or PUT.
+    /// POST (`create`, the id new) or PUT; `condition` makes it conditional
+    /// (resolved by [`Service::resolve_conditions`] before anything runs).
     Put {
         create: bool,
         res_type: String,
         id: String,
         resource: Json,
         precondition: Precondition,
+        condition: Option<Conditional>,
     },
+    /// DELETE of `id`, or (`condition`) of what the search matches.
     Delete {
         res_type: String,
         id: String,
+        condition: Option<Criteria>,
     },
+    /// A conditional create whose condition matched: nothing to write.
+    Matched(ResourceVersion),
+    /// A conditional delete whose condition matched nothing.
+    NoMatch { res_type: String },
     Read {
         res_type: String,
         id: String,
         version: Option<i64>,
     },
+}
+
+#[derive(Debug)]
+enum Conditional {
+    /// POST with `ifNoneExist`: a match stands in for the create.
+    IfNoneExist(Criteria),
+    /// PUT `[type]?…`: the match is updated; without one, a create.
+    Update(Criteria),
 }
 
 impl Op {
@@ -85,17 +121,34 @@ impl Op {
             Op::Delete { .. } => 0,
             Op::Put { create: true, .. } => 1,
             Op::Put { create: false, .. } => 2,
-            Op::Read { .. } => 3,
+            Op::Read { .. } | Op::Matched(_) | Op::NoMatch { .. } => 3,
         }
     }
 
     fn target(&self) -> (&str, &str) {
         match self {
             Op::Put { res_type, id, .. }
-            | Op::Delete { res_type, id }
+            | Op::Delete { res_type, id, .. }
             | Op::Read { res_type, id, .. } => (res_type, id),
+            Op::Matched(rv) => (&rv.res_type, &rv.id),
+            Op::NoMatch { res_type } => (res_type, ""),
         }
     }
+}
+
+/// The criteria of a conditional URL's query (`identifier=a|b&…`).
+fn criteria(query: &str) -> Criteria {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                crate::http::percent_decode(k),
+                crate::http::percent_decode(v),
+            )
+        })
+        .collect()
 }
 
 /// The resource of a put, validated as the single-resource path does.
@@ -117,6 +170,8 @@ fn check_put(
 struct Entry {
     /// The entry's op, or why it cannot be done (a batch answers it alone).
     op: Result<Op, ApiError>,
+    /// Its fullUrl, when a placeholder (`urn:uuid:`, `urn:oid:`).
+    full_url: Option<String>,
 }
 
 /// An error about entry `i`, saying so in every issue.
@@ -191,30 +246,23 @@ impl BundleRequest {
                 ),
             ));
         }
-        // Ids first, so that every reference to a placeholder can be rewritten.
-        let mut ids: HashMap<String, String> = HashMap::new();
-        let mut ops = Vec::with_capacity(entries.len());
+        // References are rewritten once conditions are resolved (the ids of
+        // conditional entries are known then): see `Service::bundle`.
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(entries.len());
         for (i, entry) in entries.into_iter().enumerate() {
-            let op = read_entry(i, entry, local_base);
-            if let Ok((Some(full_url), op)) = &op {
-                let (t, id) = op.target();
-                if ids.insert(full_url.clone(), format!("{t}/{id}")).is_some() {
-                    return Err(invalid(i, format!("fullUrl {full_url} is used twice")));
-                }
+            let (full_url, op) = match read_entry(i, entry, local_base) {
+                Ok((full_url, op)) => (full_url, Ok(op)),
+                Err(e) => (None, Err(e)),
+            };
+            if let Some(u) = &full_url
+                && !seen.insert(u.clone())
+            {
+                return Err(invalid(i, format!("fullUrl {u} is used twice")));
             }
-            ops.push(op.map(|(_, op)| op));
+            out.push(Entry { op, full_url });
         }
-        let mut entries = Vec::with_capacity(ops.len());
-        for (i, op) in ops.into_iter().enumerate() {
-            let op = op.and_then(|mut op| {
-                if let Op::Put { resource, .. } = &mut op {
-                    rewrite_references(resource, &ids).map_err(|e| at_entry(i, e))?;
-                }
-                Ok(op)
-            });
-            entries.push(Entry { op });
-        }
-        Ok(BundleRequest { kind, entries })
+        Ok(BundleRequest { kind, entries: out })
     }
 
     /// How many entries write a resource.
@@ -248,18 +296,35 @@ fn read_entry(
     let url =
         string_at(request, "url").ok_or_else(|| invalid(i, "entry.request.url is required"))?;
     let if_match = string_at(request, "ifMatch").map(str::to_owned);
-    let if_none_exist = request.get("ifNoneExist").is_some();
+    let if_none_exist = match request.get("ifNoneExist") {
+        None => None,
+        Some(Json::String(q)) => {
+            let c = criteria(q.split_once('?').map_or(q.as_str(), |(_, q)| q));
+            if c.is_empty() {
+                return Err(invalid(
+                    i,
+                    "entry.request.ifNoneExist names no search parameters",
+                ));
+            }
+            Some(c)
+        }
+        Some(_) => return Err(invalid(i, "entry.request.ifNoneExist must be a string")),
+    };
     let url = local_base
         .and_then(|b| url.strip_prefix(b.trim_end_matches('/')))
         .unwrap_or(url)
         .trim_start_matches('/')
         .to_owned();
-    if url.contains('?') {
-        return Err(not_supported(
-            i,
-            "conditional and search URLs in bundle entries are not supported yet",
-        ));
-    }
+    let (url, condition) = match url.split_once('?') {
+        None => (url, None),
+        Some((path, query)) => {
+            let c = criteria(query);
+            if c.is_empty() {
+                return Err(invalid(i, "entry.request.url ends with an empty query"));
+            }
+            (path.to_owned(), Some(c))
+        }
+    };
     let parts: Vec<&str> = url.split('/').collect();
     let known_type = |t: &str| -> Result<String, ApiError> {
         if fhir::model::r4().is_resource_type(t) {
@@ -284,46 +349,60 @@ fn read_entry(
             )),
         }
     };
-    let op = match (method.as_str(), parts.as_slice()) {
-        ("POST", [t]) => {
-            if if_none_exist {
-                return Err(not_supported(
-                    i,
-                    "conditional create (ifNoneExist) is not supported yet",
-                ));
-            }
-            Op::Put {
-                create: true,
-                res_type: known_type(t)?,
-                id: new_id()?,
-                resource: resource()?,
-                precondition: Precondition::Absent,
-            }
-        }
-        ("PUT", [t, id]) => Op::Put {
+    let precondition =
+        match if_match {
+            None => Precondition::None,
+            Some(v) => Precondition::VersionIs(crate::http::parse_etag(&v).ok_or_else(|| {
+                invalid(i, "entry.request.ifMatch must be an ETag such as W/\"3\"")
+            })?),
+        };
+    if condition.is_some() && method == "GET" {
+        return Err(not_supported(
+            i,
+            "searches in bundle entries are not supported yet",
+        ));
+    }
+    let op = match (method.as_str(), parts.as_slice(), condition) {
+        ("POST", [t], None) => Op::Put {
+            create: true,
+            res_type: known_type(t)?,
+            id: new_id()?,
+            resource: resource()?,
+            precondition: Precondition::Absent,
+            condition: if_none_exist.map(Conditional::IfNoneExist),
+        },
+        ("PUT", [t, id], None) => Op::Put {
             create: false,
             res_type: known_type(t)?,
             id: checked_id(id)?,
             resource: resource()?,
-            precondition: match if_match {
-                None => Precondition::None,
-                Some(v) => {
-                    Precondition::VersionIs(crate::http::parse_etag(&v).ok_or_else(|| {
-                        invalid(i, "entry.request.ifMatch must be an ETag such as W/\"3\"")
-                    })?)
-                }
-            },
+            precondition,
+            condition: None,
         },
-        ("DELETE", [t, id]) => Op::Delete {
+        ("PUT", [t], Some(c)) => Op::Put {
+            create: false,
+            res_type: known_type(t)?,
+            id: String::new(),
+            resource: resource()?,
+            precondition,
+            condition: Some(Conditional::Update(c)),
+        },
+        ("DELETE", [t, id], None) => Op::Delete {
             res_type: known_type(t)?,
             id: checked_id(id)?,
+            condition: None,
         },
-        ("GET", [t, id]) => Op::Read {
+        ("DELETE", [t], Some(c)) => Op::Delete {
+            res_type: known_type(t)?,
+            id: String::new(),
+            condition: Some(c),
+        },
+        ("GET", [t, id], None) => Op::Read {
             res_type: known_type(t)?,
             id: checked_id(id)?,
             version: None,
         },
-        ("GET", [t, id, "_history", v]) => Op::Read {
+        ("GET", [t, id, "_history", v], None) => Op::Read {
             res_type: known_type(t)?,
             id: checked_id(id)?,
             version: Some(
@@ -331,8 +410,8 @@ fn read_entry(
                     .map_err(|_| invalid(i, "a version id is a number"))?,
             ),
         },
-        ("PATCH", _) => return Err(not_supported(i, "PATCH entries are not supported yet")),
-        ("GET" | "POST" | "PUT" | "DELETE", _) => {
+        ("PATCH", _, _) => return Err(not_supported(i, "PATCH entries are not supported yet")),
+        ("GET" | "POST" | "PUT" | "DELETE", _, _) => {
             return Err(invalid(
                 i,
                 format!("entry.request.url {url} does not fit method {method}"),
@@ -348,35 +427,65 @@ fn read_entry(
     Ok((full_url, op))
 }
 
+/// Whether a reference is conditional (`Patient?identifier=a|b`).
+fn is_conditional_reference(r: &str) -> bool {
+    r.contains('?') && !r.starts_with('#') && !r.contains("://") && !is_placeholder(r)
+}
+
+/// The conditional references (`reference` elements) in a resource.
+fn conditional_references(v: &Json, out: &mut Vec<String>) {
+    match v {
+        Json::Array(items) => items.iter().for_each(|i| conditional_references(i, out)),
+        Json::Object(o) => {
+            for (name, value) in &o.0 {
+                match (name.as_str(), value) {
+                    ("reference", Json::String(r)) if is_conditional_reference(r) => {
+                        if !out.contains(r) {
+                            out.push(r.clone());
+                        }
+                    }
+                    (_, value) => conditional_references(value, out),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Rewrites references to placeholders (`urn:uuid:`, `urn:oid:`) into the
-/// ids the server gave them: `reference` elements, and `href`/`src` links in
-/// narrative. A placeholder no entry defines is an error.
-fn rewrite_references(v: &mut Json, ids: &HashMap<String, String>) -> Result<(), ApiError> {
+/// ids the server gave them (`reference` elements, and `href`/`src` links in
+/// narrative), and conditional references into the resource each matched
+/// (`found`). A placeholder no entry defines is an error.
+fn rewrite_references(
+    v: &mut Json,
+    ids: &HashMap<String, String>,
+    found: &HashMap<String, String>,
+) -> Result<(), ApiError> {
     match v {
         Json::Array(items) => items
             .iter_mut()
-            .try_for_each(|item| rewrite_references(item, ids)),
+            .try_for_each(|item| rewrite_references(item, ids, found)),
         Json::Object(o) => {
             for (name, value) in &mut o.0 {
                 match (name.as_str(), value) {
                     ("reference", Json::String(r)) => {
-                        if let Some(target) = ids.get(r.as_str()) {
+                        if let Some(target) = ids.get(r.as_str()).or_else(|| found.get(r.as_str()))
+                        {
                             *r = target.clone();
                         } else if is_placeholder(r) {
                             return Err(ApiError::invalid(format!(
                                 "the reference {r} names no entry of this Bundle"
                             )));
-                        } else if r.contains('?') && !r.starts_with('#') && !r.contains("://") {
-                            return Err(ApiError::new(
-                                ErrorKind::NotSupported,
-                                "conditional references are not supported yet",
+                        } else if is_conditional_reference(r) {
+                            return Err(ApiError::internal(
+                                "a conditional reference was not resolved",
                             ));
                         }
                     }
                     ("div", Json::String(html)) if html.contains("urn:") => {
                         *html = rewrite_links(html, ids);
                     }
-                    (_, value) => rewrite_references(value, ids)?,
+                    (_, value) => rewrite_references(value, ids, found)?,
                 }
             }
             Ok(())
@@ -407,6 +516,15 @@ enum Ready {
     Delete { res_type: String, id: String },
 }
 
+/// 412: a condition that must name one resource matches none or several.
+fn not_one(what: &str, n: usize) -> ApiError {
+    let how = if n == 0 { "no" } else { "more than one" };
+    ApiError::new(
+        ErrorKind::PreconditionFailed,
+        format!("{what} matches {how} resource; it must match exactly one"),
+    )
+}
+
 impl Service {
     /// Runs a batch or transaction Bundle read by [`BundleRequest::parse`].
     /// `imported` (bulk import only) is recorded with a transaction's writes.
@@ -416,9 +534,215 @@ impl Service {
         request: BundleRequest,
         imported: Option<ImportedFile>,
     ) -> Result<Vec<EntryResult>, ApiError> {
-        match request.kind {
-            BundleKind::Transaction => self.transaction(tenant, request.entries, imported).await,
-            BundleKind::Batch => Ok(self.batch(tenant, request.entries).await),
+        let kind = request.kind;
+        let mut entries = request.entries;
+        // Conditional writes run one at a time per condition (this process).
+        let conditions: Vec<(String, Criteria)> = entries
+            .iter()
+            .filter_map(|e| match &e.op {
+                Ok(Op::Put {
+                    res_type,
+                    condition: Some(Conditional::IfNoneExist(c) | Conditional::Update(c)),
+                    ..
+                })
+                | Ok(Op::Delete {
+                    res_type,
+                    condition: Some(c),
+                    ..
+                }) => Some((res_type.clone(), c.clone())),
+                _ => None,
+            })
+            .collect();
+        let _one_at_a_time = self.conditional_locks(tenant, &conditions).await;
+        self.resolve_conditions(tenant, kind, &mut entries).await?;
+        match kind {
+            BundleKind::Transaction => self.transaction(tenant, entries, imported).await,
+            BundleKind::Batch => Ok(self.batch(tenant, entries).await),
+        }
+    }
+
+    /// Resolves what depends on the stored data, in entry order: the match of
+    /// each conditional entry (`ifNoneExist`, `PUT`/`DELETE [type]?…`), the
+    /// resource each conditional reference names; then rewrites references
+    /// (placeholders to the ids their entries got). A failure fails the
+    /// transaction, or in a batch only its entry.
+    async fn resolve_conditions(
+        &self,
+        tenant: &str,
+        kind: BundleKind,
+        entries: &mut [Entry],
+    ) -> Result<(), ApiError> {
+        let searcher = self.searcher(tenant);
+        let mut failed: Vec<(usize, ApiError)> = Vec::new();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Ok(op) = &mut entry.op else { continue };
+            let resolved: Result<(), ApiError> = match op {
+                Op::Put {
+                    res_type,
+                    condition: condition @ Some(Conditional::IfNoneExist(_)),
+                    ..
+                } => {
+                    let Some(Conditional::IfNoneExist(c)) = condition.take() else {
+                        continue;
+                    };
+                    match searcher.matching(res_type, &c, 2).await {
+                        Ok(found) if found.is_empty() => Ok(()),
+                        Ok(mut found) if found.len() == 1 => {
+                            *op = Op::Matched(found.remove(0));
+                            Ok(())
+                        }
+                        Ok(found) => Err(not_one("ifNoneExist", found.len())),
+                        Err(e) => Err(e),
+                    }
+                }
+                Op::Put {
+                    res_type,
+                    id,
+                    resource,
+                    condition: condition @ Some(Conditional::Update(_)),
+                    ..
+                } => {
+                    let Some(Conditional::Update(c)) = condition.take() else {
+                        continue;
+                    };
+                    let body_id = match resource {
+                        Json::Object(o) => o.get("id").and_then(Json::as_str).map(str::to_owned),
+                        _ => None,
+                    };
+                    let target = match searcher.matching(res_type, &c, 2).await {
+                        Ok(found) => match (found.as_slice(), body_id) {
+                            ([], Some(given)) => Ok(given),
+                            ([], None) => new_id(),
+                            ([one], Some(given)) if given != one.id => Err(ApiError::invalid(
+                                "the id in the resource differs from the resource the condition matches",
+                            )),
+                            ([one], _) => Ok(one.id.clone()),
+                            (several, _) => Err(not_one("the conditional update", several.len())),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    // The resource carries the id it is written under, as
+                    // any update does.
+                    target.map(|target| {
+                        if let Json::Object(o) = resource {
+                            o.remove("id");
+                            o.push("id", Json::string(target.clone()));
+                        }
+                        *id = target;
+                    })
+                }
+                Op::Delete {
+                    res_type,
+                    id,
+                    condition: condition @ Some(_),
+                } => {
+                    let Some(c) = condition.take() else { continue };
+                    match searcher.matching(res_type, &c, 2).await {
+                        Ok(found) if found.is_empty() => {
+                            *op = Op::NoMatch {
+                                res_type: res_type.clone(),
+                            };
+                            Ok(())
+                        }
+                        Ok(found) if found.len() == 1 => {
+                            *id = found[0].id.clone();
+                            Ok(())
+                        }
+                        Ok(found) => Err(not_one("the conditional delete", found.len())),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = resolved {
+                failed.push((i, e));
+            }
+        }
+        self.fail_entries(kind, entries, &mut failed)?;
+        // The ids of placeholder fullUrls, now that every id is known.
+        let mut ids = HashMap::new();
+        for e in entries.iter() {
+            if let (Some(u), Ok(op)) = (&e.full_url, &e.op)
+                && !matches!(op, Op::NoMatch { .. })
+            {
+                let (t, id) = op.target();
+                ids.insert(u.clone(), format!("{t}/{id}"));
+            }
+        }
+        // Conditional references, each searched once.
+        let mut found: HashMap<String, String> = HashMap::new();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Ok(Op::Put { resource, .. }) = &entry.op else {
+                continue;
+            };
+            let mut refs = Vec::new();
+            conditional_references(resource, &mut refs);
+            for r in refs {
+                if found.contains_key(&r) {
+                    continue;
+                }
+                match self.resolve_reference(tenant, &r).await {
+                    Ok(target) => {
+                        found.insert(r, target);
+                    }
+                    Err(e) => {
+                        failed.push((i, e));
+                        break;
+                    }
+                }
+            }
+        }
+        self.fail_entries(kind, entries, &mut failed)?;
+        for (i, entry) in entries.iter_mut().enumerate() {
+            if let Ok(op) = &mut entry.op
+                && let Err(e) = rewrite_entry(i, op, &ids, &found)
+            {
+                failed.push((i, e));
+            }
+        }
+        self.fail_entries(kind, entries, &mut failed)
+    }
+
+    /// Entries that failed while resolving: the transaction fails with the
+    /// first; a batch answers each with its error.
+    fn fail_entries(
+        &self,
+        kind: BundleKind,
+        entries: &mut [Entry],
+        failed: &mut Vec<(usize, ApiError)>,
+    ) -> Result<(), ApiError> {
+        if kind == BundleKind::Transaction && !failed.is_empty() {
+            let (i, e) = failed.remove(0);
+            return Err(at_entry(i, e));
+        }
+        for (i, e) in failed.drain(..) {
+            entries[i].op = Err(at_entry(i, e));
+        }
+        Ok(())
+    }
+
+    /// `Type?criteria` as the `Type/id` of the one resource it matches (412
+    /// for none or several).
+    async fn resolve_reference(&self, tenant: &str, reference: &str) -> Result<String, ApiError> {
+        let (t, query) = reference.split_once('?').unwrap_or((reference, ""));
+        if !fhir::model::r4().is_resource_type(t) {
+            return Err(ApiError::invalid(format!(
+                "the conditional reference {reference} names no R4 resource type"
+            )));
+        }
+        let c = criteria(query);
+        if c.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "the conditional reference {reference} names no search parameters"
+            )));
+        }
+        let found = self.searcher(tenant).matching(t, &c, 2).await?;
+        match found.as_slice() {
+            [one] => Ok(format!("{t}/{}", one.id)),
+            other => Err(not_one(
+                &format!("the conditional reference {reference}"),
+                other.len(),
+            )),
         }
     }
 
@@ -432,7 +756,7 @@ impl Service {
         let mut targets = HashSet::new();
         for (i, e) in entries.into_iter().enumerate() {
             let op = e.op?;
-            if !matches!(op, Op::Read { .. }) {
+            if matches!(op, Op::Put { .. } | Op::Delete { .. }) {
                 let (t, id) = op.target();
                 if !targets.insert((t.to_owned(), id.to_owned())) {
                     return Err(invalid(
@@ -454,6 +778,7 @@ impl Service {
                     id,
                     resource,
                     precondition,
+                    ..
                 } => {
                     let obj =
                         check_put(create, &res_type, &id, resource).map_err(|e| at_entry(i, e))?;
@@ -462,8 +787,8 @@ impl Service {
                         .map_err(|e| at_entry(i, e))?;
                     ready.push((i, Ready::Put(Box::new(p))));
                 }
-                Op::Delete { res_type, id } => ready.push((i, Ready::Delete { res_type, id })),
-                read @ Op::Read { .. } => reads.push((i, read)),
+                Op::Delete { res_type, id, .. } => ready.push((i, Ready::Delete { res_type, id })),
+                other => reads.push((i, other)),
             }
         }
         let last_updated = now_micros();
@@ -531,14 +856,24 @@ impl Service {
         })
     }
 
+    /// An entry that writes nothing: a read, or a condition that settled it.
     async fn read_entry(&self, tenant: &str, op: Op) -> EntryResult {
-        let Op::Read {
-            res_type,
-            id,
-            version,
-        } = op
-        else {
-            return EntryResult::Failed(ApiError::internal("not a read"));
+        let (res_type, id, version) = match op {
+            Op::Read {
+                res_type,
+                id,
+                version,
+            } => (res_type, id, version),
+            Op::Matched(rv) => return EntryResult::Matched(rv),
+            Op::NoMatch { res_type } => {
+                return EntryResult::Deleted {
+                    res_type,
+                    id: String::new(),
+                };
+            }
+            Op::Put { .. } | Op::Delete { .. } => {
+                return EntryResult::Failed(ApiError::internal("not a read"));
+            }
         };
         let read = match version {
             None => self.read(tenant, &res_type, &id).await,
@@ -571,12 +906,13 @@ impl Service {
                 id,
                 resource,
                 precondition,
+                ..
             } => {
                 let obj = check_put(create, &res_type, &id, resource)?;
                 let (rv, created) = self.put(tenant, &res_type, &id, obj, precondition).await?;
                 EntryResult::Written { created, rv }
             }
-            Op::Delete { res_type, id } => {
+            Op::Delete { res_type, id, .. } => {
                 match self.delete(tenant, &res_type, &id).await {
                     Ok(_) => {}
                     Err(e) if e.kind == ErrorKind::NotFound => {}
@@ -584,7 +920,7 @@ impl Service {
                 }
                 EntryResult::Deleted { res_type, id }
             }
-            read @ Op::Read { .. } => self.read_entry(tenant, read).await,
+            other => self.read_entry(tenant, other).await,
         })
     }
 }
@@ -603,7 +939,7 @@ mod tests {
             br#"{"subject":{"reference":"urn:uuid:a"},"text":{"div":"<div><a href=\"urn:uuid:a\">x</a> urn:uuid:zz</div>"},"identifier":[{"value":"urn:uuid:a"}]}"#,
         )
         .unwrap();
-        rewrite_references(&mut r, &ids()).unwrap();
+        rewrite_references(&mut r, &ids(), &HashMap::new()).unwrap();
         assert_eq!(
             String::from_utf8(r.to_bytes()).unwrap(),
             r#"{"subject":{"reference":"Patient/1"},"text":{"div":"<div><a href=\"Patient/1\">x</a> urn:uuid:zz</div>"},"identifier":[{"value":"urn:uuid:a"}]}"#
@@ -611,17 +947,25 @@ mod tests {
     }
 
     #[test]
-    fn unknown_placeholders_and_conditional_references_are_refused() {
+    fn unknown_placeholders_are_refused_and_conditional_references_found() {
         let mut r = crate::json::parse(br#"{"subject":{"reference":"urn:uuid:b"}}"#).unwrap();
         assert_eq!(
-            rewrite_references(&mut r, &ids()).unwrap_err().status(),
+            rewrite_references(&mut r, &ids(), &HashMap::new())
+                .unwrap_err()
+                .status(),
             400
         );
-        let mut r =
-            crate::json::parse(br#"{"subject":{"reference":"Patient?identifier=x|1"}}"#).unwrap();
-        assert_eq!(
-            rewrite_references(&mut r, &ids()).unwrap_err().status(),
-            501
+        let text = br##"{"subject":{"reference":"Patient?identifier=x|1"},"performer":[{"reference":"#c"},{"reference":"http://x.org/fhir/Practitioner?a=1"}]}"##;
+        let mut r = crate::json::parse(text).unwrap();
+        let mut refs = Vec::new();
+        conditional_references(&r, &mut refs);
+        assert_eq!(refs, ["Patient?identifier=x|1"]);
+        let found = HashMap::from([(refs[0].clone(), "Patient/7".to_owned())]);
+        rewrite_references(&mut r, &ids(), &found).unwrap();
+        assert!(
+            String::from_utf8(r.to_bytes())
+                .unwrap()
+                .contains(r#""reference":"Patient/7""#)
         );
     }
 }

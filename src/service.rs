@@ -118,6 +118,16 @@ impl Service {
         }
     }
 
+    /// Which of the `conditional` locks a condition takes.
+    fn conditional_stripe(tenant: &str, res_type: &str, criteria: &[(String, String)]) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut sorted: Vec<&(String, String)> = criteria.iter().collect();
+        sorted.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tenant, res_type, sorted).hash(&mut h);
+        usize::try_from(h.finish() % CONDITIONAL_LOCKS as u64).unwrap_or(0)
+    }
+
     /// The lock of conditional writes under `criteria` (see `conditional`).
     pub(crate) async fn conditional_lock(
         &self,
@@ -125,13 +135,29 @@ impl Service {
         res_type: &str,
         criteria: &[(String, String)],
     ) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut sorted: Vec<&(String, String)> = criteria.iter().collect();
-        sorted.sort();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (tenant, res_type, sorted).hash(&mut h);
-        let i = usize::try_from(h.finish() % CONDITIONAL_LOCKS as u64).unwrap_or(0);
-        self.conditional[i].lock().await
+        self.conditional[Self::conditional_stripe(tenant, res_type, criteria)]
+            .lock()
+            .await
+    }
+
+    /// The locks of several conditions (a Bundle's), taken in one order so
+    /// that two Bundles never wait on each other.
+    pub(crate) async fn conditional_locks(
+        &self,
+        tenant: &str,
+        conditions: &[(String, Vec<(String, String)>)],
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = conditions
+            .iter()
+            .map(|(t, c)| Self::conditional_stripe(tenant, t, c))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.conditional[i].lock().await);
+        }
+        guards
     }
 
     /// `POST [type]` with `If-None-Exist` (R4 3.1.0.8.1): without a match the

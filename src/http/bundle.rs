@@ -41,12 +41,15 @@ fn write_entry(result: &EntryResult, base: &str, with_resource: bool, out: &mut 
     let mut entry = Object::default();
     let mut resource = None;
     match result {
-        EntryResult::Written { rv, .. } | EntryResult::Read(rv) => {
+        EntryResult::Written { rv, .. } | EntryResult::Read(rv) | EntryResult::Matched(rv) => {
             entry.push(
                 "fullUrl",
                 Json::string(format!("{base}/{}/{}", rv.res_type, rv.id)),
             );
-            if matches!(result, EntryResult::Written { .. }) {
+            if matches!(
+                result,
+                EntryResult::Written { .. } | EntryResult::Matched(_)
+            ) {
                 response.push(
                     "location",
                     Json::string(format!("{}/{}/_history/{}", rv.res_type, rv.id, rv.version)),

@@ -234,7 +234,7 @@ pub fn negotiate(req: &HttpRequest) -> Result<Format, ApiError> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -267,7 +267,7 @@ async fn batch_entries_fail_on_their_own(app: TestApp) {
                 json!({"resourceType": "Patient", "gender": "sometimes"}),
             ),
             json!({"request": {"method": "GET", "url": "Patient/nowhere"}}),
-            json!({"resource": patient("Cond"), "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x|1"}}),
+            json!({"request": {"method": "PATCH", "url": "Patient/x"}}),
             json!({"request": {"method": "FETCH", "url": "Patient"}}),
             entry(
                 "urn:uuid:c",
@@ -401,3 +401,166 @@ async fn concurrent_transactions_keep_every_update(app: TestApp) {
     assert_eq!(total(&app, "Observation?subject=Patient/shared").await, 10);
 }
 both_backends!(concurrent_transactions_keep_every_update);
+
+fn with_mrn(family: &str, mrn: &str) -> Value {
+    json!({"resourceType": "Patient", "name": [{"family": family}],
+           "identifier": [{"system": "urn:mrn", "value": mrn}]})
+}
+
+fn statuses(res: &Value) -> Vec<String> {
+    res["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `ifNoneExist`, `PUT`/`DELETE [type]?…` entries and conditional references
+/// (`Patient?identifier=…`), with 0, 1 and 2 matches.
+async fn conditional_entries_and_references(app: TestApp) {
+    let load = |mrn: &str| {
+        bundle(
+            "transaction",
+            vec![
+                json!({"fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
+                       "resource": with_mrn("Feed", mrn),
+                       "request": {"method": "POST", "url": "Patient",
+                                   "ifNoneExist": format!("identifier=urn:mrn|{mrn}")}}),
+                entry(
+                    "urn:uuid:33333333-3333-4333-8333-333333333333",
+                    "POST",
+                    "Observation",
+                    observation("urn:uuid:22222222-2222-4222-8222-222222222222", "8867-4"),
+                ),
+            ],
+        )
+    };
+    // First time: the patient is created; the second time it is found, and
+    // the new observation points at it.
+    let (status, first) = json(app.post("", load("m-1")).await).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(statuses(&first), ["201 Created", "201 Created"]);
+    let (status, second) = json(app.post("", load("m-1")).await).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(statuses(&second), ["200 OK", "201 Created"]);
+    let patient_url = first["entry"][0]["fullUrl"].as_str().unwrap().to_owned();
+    assert_eq!(second["entry"][0]["fullUrl"], patient_url.as_str());
+    let patient_id = patient_url.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(total(&app, "Patient?identifier=urn:mrn|m-1").await, 1);
+    assert_eq!(
+        total(&app, &format!("Observation?subject=Patient/{patient_id}")).await,
+        2
+    );
+    // A conditional reference to exactly one match is rewritten to it.
+    let referring = bundle(
+        "transaction",
+        vec![entry(
+            "urn:uuid:44444444-4444-4444-8444-444444444444",
+            "POST",
+            "Observation",
+            observation("Patient?identifier=urn:mrn|m-1", "1234-5"),
+        )],
+    );
+    let (status, res) = json(app.post("", referring).await).await;
+    assert_eq!(status, 200, "{res}");
+    let obs_url = res["entry"][0]["fullUrl"].as_str().unwrap();
+    let (_, obs) = json(app.get(obs_url.split("/fhir/").nth(1).unwrap()).await).await;
+    assert_eq!(
+        obs["subject"]["reference"],
+        format!("Patient/{patient_id}").as_str()
+    );
+    // No match, or two: the transaction fails with 412 and keeps nothing.
+    for mrn in ["m-none", "m-2"] {
+        if mrn == "m-2" {
+            app.create(&with_mrn("A", "m-2")).await;
+            app.create(&with_mrn("B", "m-2")).await;
+        }
+        let before = total(&app, "Observation?code=1234-5").await;
+        let body = bundle(
+            "transaction",
+            vec![
+                entry(
+                    "urn:uuid:55555555-5555-4555-8555-555555555555",
+                    "POST",
+                    "Observation",
+                    observation("Patient?identifier=urn:mrn|m-1", "1234-5"),
+                ),
+                entry(
+                    "urn:uuid:66666666-6666-4666-8666-666666666666",
+                    "POST",
+                    "Observation",
+                    observation(&format!("Patient?identifier=urn:mrn|{mrn}"), "1234-5"),
+                ),
+            ],
+        );
+        let (status, oo) = json(app.post("", body).await).await;
+        assert_eq!(status, 412, "{oo}");
+        assert!(
+            oo["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("Bundle.entry[1]"),
+            "{oo}"
+        );
+        assert_eq!(total(&app, "Observation?code=1234-5").await, before);
+    }
+    // In a batch only the entry with the unresolved reference fails.
+    let body = bundle(
+        "batch",
+        vec![
+            entry(
+                "urn:uuid:77777777-7777-4777-8777-777777777777",
+                "POST",
+                "Observation",
+                observation("Patient?identifier=urn:mrn|m-2", "1234-5"),
+            ),
+            entry(
+                "urn:uuid:88888888-8888-4888-8888-888888888888",
+                "POST",
+                "Observation",
+                observation("Patient?identifier=urn:mrn|m-1", "1234-5"),
+            ),
+        ],
+    );
+    let (status, res) = json(app.post("", body).await).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(statuses(&res), ["412", "201 Created"]);
+    // Conditional update and delete entries.
+    let body = bundle(
+        "transaction",
+        vec![
+            json!({"resource": with_mrn("Renamed", "m-1"),
+                   "request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|m-1"}}),
+            json!({"resource": with_mrn("Fresh", "m-3"),
+                   "request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|m-3"}}),
+            json!({"request": {"method": "DELETE", "url": "Patient?identifier=urn:mrn|m-none"}}),
+        ],
+    );
+    let (status, res) = json(app.post("", body).await).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(statuses(&res), ["200 OK", "201 Created", "204 No Content"]);
+    let (_, renamed) = json(app.get(&format!("Patient/{patient_id}")).await).await;
+    assert_eq!(renamed["name"][0]["family"], "Renamed");
+    assert_eq!(renamed["meta"]["versionId"], "2");
+    let body = bundle(
+        "transaction",
+        vec![json!({"request": {"method": "DELETE", "url": "Patient?identifier=urn:mrn|m-3"}})],
+    );
+    let (status, res) = json(app.post("", body).await).await;
+    assert_eq!(
+        (status, statuses(&res)),
+        (200, vec!["204 No Content".to_owned()])
+    );
+    assert_eq!(total(&app, "Patient?identifier=urn:mrn|m-3").await, 0);
+    // A conditional update or delete matching two: 412.
+    for request in [
+        json!({"resource": with_mrn("X", "m-2"), "request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|m-2"}}),
+        json!({"request": {"method": "DELETE", "url": "Patient?identifier=urn:mrn|m-2"}}),
+    ] {
+        let (status, oo) = json(app.post("", bundle("transaction", vec![request])).await).await;
+        assert_eq!(status, 412, "{oo}");
+    }
+    assert_eq!(total(&app, "Patient?identifier=urn:mrn|m-2").await, 2);
+}
+both_backends!(conditional_entries_and_references);
