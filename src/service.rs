@@ -65,6 +65,19 @@ pub struct Service {
 /// How many locks conditional writes are spread over.
 const CONDITIONAL_LOCKS: usize = 64;
 
+/// The kind of a PATCH document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    /// RFC 6902 (`application/json-patch+json`).
+    Json,
+    /// A `Parameters` resource of FHIRPath Patch operations.
+    FhirPath,
+}
+
+/// How often a PATCH without `If-Match` is applied again when another write
+/// came between its read and its write.
+const PATCH_ATTEMPTS: usize = 10;
+
 /// What a conditional delete did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConditionalDelete {
@@ -278,6 +291,60 @@ impl Service {
         Ok(ConditionalDelete {
             deleted: found.len(),
         })
+    }
+
+    /// `PATCH [type]/[id]`: the document applied to the current version and
+    /// the result written as its next version, validated like any update.
+    /// The write is conditional on the version patched: with `If-Match` a
+    /// version that moved on is a 412; without, the patch is applied again
+    /// to the newer version (a few times).
+    pub async fn patch(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        kind: PatchKind,
+        document: &[u8],
+        if_match: Option<i64>,
+    ) -> Result<ResourceVersion, ApiError> {
+        let document = crate::json::parse(document)
+            .map_err(|e| ApiError::invalid(format!("the patch is not valid JSON: {e}")))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.read(tenant, res_type, id).await?;
+            if let Some(v) = if_match
+                && v != current.version
+            {
+                return Err(ApiError::new(
+                    crate::error::ErrorKind::PreconditionFailed,
+                    format!("{res_type}/{id} is at version {}, not {v}", current.version),
+                ));
+            }
+            let mut resource = crate::json::parse(&current.body)
+                .map_err(|_| ApiError::internal(format!("a stored {res_type} is not JSON")))?;
+            match kind {
+                PatchKind::Json => fhir::patch::json_patch(&mut resource, &document)?,
+                PatchKind::FhirPath => fhir::patch::fhirpath_patch(&mut resource, &document)?,
+            }
+            let obj = fhir::parse_resource(&resource.to_bytes(), Expect::Update { res_type, id })?;
+            match self
+                .put(
+                    tenant,
+                    res_type,
+                    id,
+                    obj,
+                    Precondition::VersionIs(current.version),
+                )
+                .await
+            {
+                Err(e)
+                    if e.kind == crate::error::ErrorKind::PreconditionFailed
+                        && if_match.is_none()
+                        && attempt < PATCH_ATTEMPTS => {}
+                other => return other.map(|(rv, _)| rv),
+            }
+        }
     }
 
     /// `POST [type]`: a new resource with a server-assigned id.

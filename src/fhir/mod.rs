@@ -3,6 +3,7 @@
 
 pub mod fhirpath;
 pub mod model;
+pub mod patch;
 pub mod primitive;
 pub mod search_params;
 pub mod subset;

@@ -120,6 +120,23 @@ impl Model {
     pub fn type_def(&self, owner: &str) -> Option<&TypeDef> {
         self.types.get(owner)
     }
+
+    fn element(&self, owner: &str, name: &str) -> Option<&ElementDef> {
+        self.type_def(owner)?
+            .elements
+            .iter()
+            .find(|e| e.name == name)
+    }
+
+    /// Whether `owner` has the choice element `name[x]`.
+    pub fn is_choice(&self, owner: &str, name: &str) -> bool {
+        self.element(owner, &format!("{name}[x]")).is_some()
+    }
+
+    /// Whether element `name` of `owner` repeats (an array in JSON).
+    pub fn is_list(&self, owner: &str, name: &str) -> bool {
+        self.element(owner, name).is_some_and(|e| e.repeats)
+    }
 }
 
 /// The R4 model, parsed on first use (a few milliseconds).

@@ -95,6 +95,7 @@ pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
                         "read",
                         "vread",
                         "update",
+                        "patch",
                         "delete",
                         "history-instance",
                         "history-type",

@@ -125,6 +125,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
                 .route(web::get().to(read::read))
                 .route(web::head().to(read::read))
                 .route(web::put().to(update::update))
+                .route(web::patch().to(update::patch))
                 .route(web::delete().to(delete::delete))
                 .default_service(method_not_allowed()),
         )
@@ -265,25 +266,40 @@ pub(crate) fn percent_decode(s: &str) -> String {
 /// that it is declared as JSON (415 otherwise).
 pub async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: &AppState,
 ) -> Result<Vec<u8>, ApiError> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct
-            .to_str()
+    if let Some(ct) = content_type(req)
+        && ct != "application/fhir+json"
+        && ct != "application/json"
+    {
+        return Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "send resources as application/fhir+json or application/json",
+        ));
+    }
+    read_raw_body(req, payload, state).await
+}
+
+/// The media type of the request body (lower case, without parameters).
+pub fn content_type(req: &HttpRequest) -> Option<String> {
+    req.headers().get(header::CONTENT_TYPE).map(|ct| {
+        ct.to_str()
             .unwrap_or("")
             .split(';')
             .next()
             .unwrap_or("")
             .trim()
-            .to_ascii_lowercase();
-        if ct != "application/fhir+json" && ct != "application/json" {
-            return Err(ApiError::new(
-                ErrorKind::UnsupportedMediaType,
-                "send resources as application/fhir+json or application/json",
-            ));
-        }
-    }
+            .to_ascii_lowercase()
+    })
+}
+
+/// The request body whatever its type, within `http.max_body_bytes`.
+pub async fn read_raw_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,

@@ -1,6 +1,7 @@
 //! `update` (R4 3.1.0.6): `PUT [base]/[type]/[id]`, create-on-update with a client
 //! id, `If-Match` for version-aware updates (412 on mismatch); conditional
-//! update `PUT [base]/[type]?[search parameters]` (R4 3.1.0.6.1).
+//! update `PUT [base]/[type]?[search parameters]` (R4 3.1.0.6.1); `PATCH
+//! [base]/[type]/[id]` with a JSON Patch or a FHIRPath Patch (R4 3.1.0.6.2).
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,6 +10,7 @@ use super::{
     AppState, negotiate, parse_etag, read_body, resource_id, resource_type, write_response,
 };
 use crate::error::ApiError;
+use crate::service::PatchKind;
 use crate::store::DEFAULT_TENANT;
 
 pub async fn update(
@@ -56,6 +58,38 @@ pub async fn conditional(
         .conditional_update(DEFAULT_TENANT, t, &body, &criteria, if_match)
         .await?;
     respond(&req, &state, rv, created)
+}
+
+/// `PATCH [base]/[type]/[id]`: `application/json-patch+json` is a JSON Patch,
+/// `application/fhir+json` (or `application/json`) a FHIRPath Patch
+/// (`Parameters`). The result is validated like any update.
+pub async fn patch(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (t, id) = path.into_inner();
+    let (t, id) = (resource_type(&t)?, resource_id(&id)?);
+    negotiate(&req)?;
+    let kind = match super::content_type(&req).as_deref() {
+        Some("application/json-patch+json") => PatchKind::Json,
+        Some("application/fhir+json" | "application/json") => PatchKind::FhirPath,
+        _ => {
+            return Err(ApiError::new(
+                crate::error::ErrorKind::UnsupportedMediaType,
+                "send a JSON Patch as application/json-patch+json, or a FHIRPath Patch \
+                 (Parameters) as application/fhir+json",
+            ));
+        }
+    };
+    let if_match = if_match(&req)?;
+    let body = super::read_raw_body(&req, payload, &state).await?;
+    let rv = state
+        .service
+        .patch(DEFAULT_TENANT, t, id, kind, &body, if_match)
+        .await?;
+    respond(&req, &state, rv, false)
 }
 
 fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {

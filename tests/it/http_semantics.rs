@@ -159,7 +159,7 @@ async fn errors_are_operation_outcomes() {
     for (res, status) in [
         (app.get("no/such/endpoint/here/at/all").await, 404),
         (
-            app.client.patch(app.url("Patient/x")).send().await.unwrap(),
+            app.client.patch(app.url("Patient")).send().await.unwrap(),
             405,
         ),
         (app.get("Observation?_sort=code-value-quantity").await, 501),
@@ -247,6 +247,7 @@ async fn capability_statement_is_honest() {
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",

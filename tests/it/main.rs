@@ -12,6 +12,7 @@ mod crud;
 mod encryption;
 mod http_semantics;
 mod import;
+mod patch;
 mod plans;
 mod roundtrip;
 mod search;
