@@ -138,15 +138,23 @@ pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
                         .collect(),
                 ),
             );
-            if *t == "Patient" {
+            let operation = |name: &str, definition: &str| {
                 let mut op = Object::default();
-                op.push("name", Json::string("everything"));
+                op.push("name", Json::string(name));
                 op.push(
                     "definition",
-                    Json::string("http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+                    Json::string(format!(
+                        "http://hl7.org/fhir/OperationDefinition/{definition}"
+                    )),
                 );
-                r.push("operation", Json::Array(vec![Json::Object(op)]));
+                Json::Object(op)
+            };
+            let mut operations = Vec::new();
+            if *t == "Patient" {
+                operations.push(operation("everything", "Patient-everything"));
             }
+            operations.push(operation("validate", "Resource-validate"));
+            r.push("operation", Json::Array(operations));
             Json::Object(r)
         })
         .collect();

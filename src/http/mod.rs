@@ -12,6 +12,7 @@ mod read;
 mod reindex;
 mod search;
 mod update;
+mod validate;
 
 pub use metadata::Capability;
 
@@ -108,6 +109,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource("/$reindex")
                 .route(web::get().to(reindex::status))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/$validate")
+                .route(web::post().to(validate::type_level))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/{type}/{id}/$validate")
+                .route(web::post().to(validate::instance))
                 .default_service(method_not_allowed()),
         )
         .service(

@@ -19,4 +19,5 @@ mod search;
 mod startup;
 mod sweep;
 mod tls;
+mod validate_op;
 mod validation;
