@@ -16,7 +16,9 @@ use hearth_store::{Precondition, WriteIntent, WriteKind, WriteOutcome};
 use crate::error::{ApiError, ErrorKind};
 use crate::fhir::{self, Expect};
 use crate::json::{Json, Object};
-use crate::service::{DeleteResult, PreparedPut, ResourceVersion, Service, new_id, no_body};
+use crate::service::{
+    DeleteResult, PatchKind, PreparedPut, ResourceVersion, Service, new_id, no_body,
+};
 use crate::time::now_micros;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +98,15 @@ enum Op {
         id: String,
         condition: Option<Criteria>,
     },
+    /// PATCH: a JSON Patch (a `Binary` entry) or a FHIRPath Patch (a
+    /// `Parameters` entry) applied to the current version.
+    Patch {
+        res_type: String,
+        id: String,
+        kind: PatchKind,
+        document: Json,
+        if_match: Option<i64>,
+    },
     /// A conditional create whose condition matched: nothing to write.
     Matched(ResourceVersion),
     /// A conditional delete whose condition matched nothing.
@@ -120,7 +131,7 @@ impl Op {
         match self {
             Op::Delete { .. } => 0,
             Op::Put { create: true, .. } => 1,
-            Op::Put { create: false, .. } => 2,
+            Op::Put { create: false, .. } | Op::Patch { .. } => 2,
             Op::Read { .. } | Op::Matched(_) | Op::NoMatch { .. } => 3,
         }
     }
@@ -129,6 +140,7 @@ impl Op {
         match self {
             Op::Put { res_type, id, .. }
             | Op::Delete { res_type, id, .. }
+            | Op::Patch { res_type, id, .. }
             | Op::Read { res_type, id, .. } => (res_type, id),
             Op::Matched(rv) => (&rv.res_type, &rv.id),
             Op::NoMatch { res_type } => (res_type, ""),
@@ -410,7 +422,19 @@ fn read_entry(
                     .map_err(|_| invalid(i, "a version id is a number"))?,
             ),
         },
-        ("PATCH", _, _) => return Err(not_supported(i, "PATCH entries are not supported yet")),
+        ("PATCH", [t, id], None) => {
+            let (kind, document) = patch_document(i, resource()?)?;
+            Op::Patch {
+                res_type: known_type(t)?,
+                id: checked_id(id)?,
+                kind,
+                document,
+                if_match: match precondition {
+                    Precondition::VersionIs(v) => Some(v),
+                    _ => None,
+                },
+            }
+        }
         ("GET" | "POST" | "PUT" | "DELETE", _, _) => {
             return Err(invalid(
                 i,
@@ -449,6 +473,31 @@ fn conditional_references(v: &Json, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+/// The patch a PATCH entry carries: a `Binary` holding a JSON Patch
+/// (`contentType` `application/json-patch+json`, `data` in base64), or a
+/// `Parameters` resource (FHIRPath Patch).
+fn patch_document(i: usize, resource: Json) -> Result<(PatchKind, Json), ApiError> {
+    use base64::Engine;
+    let Json::Object(o) = &resource else {
+        return Err(invalid(i, "a PATCH entry carries a Binary or a Parameters"));
+    };
+    match string_at(o, "resourceType") {
+        Some("Parameters") => Ok((PatchKind::FhirPath, resource)),
+        Some("Binary") if string_at(o, "contentType") == Some("application/json-patch+json") => {
+            let data = string_at(o, "data")
+                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                .ok_or_else(|| invalid(i, "the Binary of a JSON Patch needs its data in base64"))?;
+            let document = crate::json::parse(&data)
+                .map_err(|e| invalid(i, format!("the JSON Patch is not valid JSON: {e}")))?;
+            Ok((PatchKind::Json, document))
+        }
+        _ => Err(invalid(
+            i,
+            "a PATCH entry carries a Binary (contentType application/json-patch+json) or a Parameters",
+        )),
     }
 }
 
@@ -756,7 +805,7 @@ impl Service {
         let mut targets = HashSet::new();
         for (i, e) in entries.into_iter().enumerate() {
             let op = e.op?;
-            if matches!(op, Op::Put { .. } | Op::Delete { .. }) {
+            if matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::Patch { .. }) {
                 let (t, id) = op.target();
                 if !targets.insert((t.to_owned(), id.to_owned())) {
                     return Err(invalid(
@@ -788,6 +837,29 @@ impl Service {
                     ready.push((i, Ready::Put(Box::new(p))));
                 }
                 Op::Delete { res_type, id, .. } => ready.push((i, Ready::Delete { res_type, id })),
+                Op::Patch {
+                    res_type,
+                    id,
+                    kind,
+                    document,
+                    if_match,
+                } => {
+                    // Written only if still the version patched.
+                    let (obj, version) = self
+                        .patched(tenant, &res_type, &id, kind, &document, if_match)
+                        .await
+                        .map_err(|e| at_entry(i, e))?;
+                    let p = self
+                        .prepare_put(
+                            tenant,
+                            &res_type,
+                            &id,
+                            obj,
+                            Precondition::VersionIs(version),
+                        )
+                        .map_err(|e| at_entry(i, e))?;
+                    ready.push((i, Ready::Put(Box::new(p))));
+                }
                 other => reads.push((i, other)),
             }
         }
@@ -871,7 +943,7 @@ impl Service {
                     id: String::new(),
                 };
             }
-            Op::Put { .. } | Op::Delete { .. } => {
+            Op::Put { .. } | Op::Delete { .. } | Op::Patch { .. } => {
                 return EntryResult::Failed(ApiError::internal("not a read"));
             }
         };
@@ -911,6 +983,18 @@ impl Service {
                 let obj = check_put(create, &res_type, &id, resource)?;
                 let (rv, created) = self.put(tenant, &res_type, &id, obj, precondition).await?;
                 EntryResult::Written { created, rv }
+            }
+            Op::Patch {
+                res_type,
+                id,
+                kind,
+                document,
+                if_match,
+            } => {
+                let rv = self
+                    .patch(tenant, &res_type, &id, kind, &document.to_bytes(), if_match)
+                    .await?;
+                EntryResult::Written { created: false, rv }
             }
             Op::Delete { res_type, id, .. } => {
                 match self.delete(tenant, &res_type, &id).await {

@@ -312,30 +312,11 @@ impl Service {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.read(tenant, res_type, id).await?;
-            if let Some(v) = if_match
-                && v != current.version
-            {
-                return Err(ApiError::new(
-                    crate::error::ErrorKind::PreconditionFailed,
-                    format!("{res_type}/{id} is at version {}, not {v}", current.version),
-                ));
-            }
-            let mut resource = crate::json::parse(&current.body)
-                .map_err(|_| ApiError::internal(format!("a stored {res_type} is not JSON")))?;
-            match kind {
-                PatchKind::Json => fhir::patch::json_patch(&mut resource, &document)?,
-                PatchKind::FhirPath => fhir::patch::fhirpath_patch(&mut resource, &document)?,
-            }
-            let obj = fhir::parse_resource(&resource.to_bytes(), Expect::Update { res_type, id })?;
+            let (obj, version) = self
+                .patched(tenant, res_type, id, kind, &document, if_match)
+                .await?;
             match self
-                .put(
-                    tenant,
-                    res_type,
-                    id,
-                    obj,
-                    Precondition::VersionIs(current.version),
-                )
+                .put(tenant, res_type, id, obj, Precondition::VersionIs(version))
                 .await
             {
                 Err(e)
@@ -345,6 +326,37 @@ impl Service {
                 other => return other.map(|(rv, _)| rv),
             }
         }
+    }
+
+    /// The current version of a resource with a patch applied, validated as
+    /// an update, and the version it was applied to (`If-Match`: that
+    /// version or a 412).
+    pub(crate) async fn patched(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        kind: PatchKind,
+        document: &Json,
+        if_match: Option<i64>,
+    ) -> Result<(crate::json::Object, i64), ApiError> {
+        let current = self.read(tenant, res_type, id).await?;
+        if let Some(v) = if_match
+            && v != current.version
+        {
+            return Err(ApiError::new(
+                crate::error::ErrorKind::PreconditionFailed,
+                format!("{res_type}/{id} is at version {}, not {v}", current.version),
+            ));
+        }
+        let mut resource = crate::json::parse(&current.body)
+            .map_err(|_| ApiError::internal(format!("a stored {res_type} is not JSON")))?;
+        match kind {
+            PatchKind::Json => fhir::patch::json_patch(&mut resource, document)?,
+            PatchKind::FhirPath => fhir::patch::fhirpath_patch(&mut resource, document)?,
+        }
+        let obj = fhir::parse_resource(&resource.to_bytes(), Expect::Update { res_type, id })?;
+        Ok((obj, current.version))
     }
 
     /// `POST [type]`: a new resource with a server-assigned id.

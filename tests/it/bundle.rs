@@ -267,7 +267,7 @@ async fn batch_entries_fail_on_their_own(app: TestApp) {
                 json!({"resourceType": "Patient", "gender": "sometimes"}),
             ),
             json!({"request": {"method": "GET", "url": "Patient/nowhere"}}),
-            json!({"request": {"method": "PATCH", "url": "Patient/x"}}),
+            json!({"request": {"method": "GET", "url": "Patient?name=x"}}),
             json!({"request": {"method": "FETCH", "url": "Patient"}}),
             entry(
                 "urn:uuid:c",

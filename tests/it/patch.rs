@@ -238,3 +238,49 @@ async fn concurrent_patches_lose_nothing(app: TestApp) {
 both_backends!(json_patch);
 both_backends!(fhirpath_patch);
 both_backends!(concurrent_patches_lose_nothing);
+
+/// PATCH entries in Bundles: a JSON Patch in a Binary and a FHIRPath Patch in
+/// a Parameters, in a transaction (with If-Match) and in a batch.
+async fn patch_entries(app: TestApp) {
+    use base64::Engine;
+    let p = app
+        .create(
+            &json!({"resourceType": "Patient", "active": false, "name": [{"family": "Bundled"}]}),
+        )
+        .await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let json_patch = base64::engine::general_purpose::STANDARD
+        .encode(br#"[{"op":"replace","path":"/active","value":true}]"#);
+    let body = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Binary", "contentType": JSON_PATCH, "data": json_patch},
+         "request": {"method": "PATCH", "url": format!("Patient/{id}"), "ifMatch": "W/\"1\""}}]});
+    let (status, res) = json(app.post("", body.to_string()).await).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["entry"][0]["response"]["status"], "200 OK");
+    let (_, now) = json(app.get(&format!("Patient/{id}")).await).await;
+    assert_eq!(
+        (now["active"].as_bool(), now["meta"]["versionId"].as_str()),
+        (Some(true), Some("2"))
+    );
+    // The same If-Match again: the transaction fails, nothing changes.
+    let (status, _) = json(app.post("", body.to_string()).await).await;
+    assert_eq!(status, 412);
+    // A FHIRPath Patch in a batch, beside an entry that fails on its own.
+    let fp = parameters(vec![operation(
+        json!([{"name": "type", "valueCode": "replace"},
+                                              {"name": "path", "valueString": "Patient.name[0].family"},
+                                              {"name": "value", "valueString": "Batched"}]),
+    )]);
+    let body = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": fp, "request": {"method": "PATCH", "url": format!("Patient/{id}")}},
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "PATCH", "url": format!("Patient/{id}")}}]});
+    let (status, res) = json(app.post("", body.to_string()).await).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(res["entry"][1]["response"]["status"], "400");
+    let (_, now) = json(app.get(&format!("Patient/{id}")).await).await;
+    assert_eq!(now["name"][0]["family"], "Batched");
+    assert_eq!(now["meta"]["versionId"], "3");
+}
+
+both_backends!(patch_entries);
