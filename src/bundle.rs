@@ -56,6 +56,8 @@ pub enum EntryResult {
     Deleted { res_type: String, id: String },
     /// 200 with the resource.
     Read(ResourceVersion),
+    /// 200 with a `searchset` Bundle of these matches (a `GET [type]?…`).
+    SearchSet(Vec<ResourceVersion>),
     /// 200: a conditional create (`ifNoneExist`) found this resource, and
     /// nothing was written.
     Matched(ResourceVersion),
@@ -70,12 +72,17 @@ impl EntryResult {
             EntryResult::Written { created: true, .. } => "201 Created".to_owned(),
             EntryResult::Written { created: false, .. }
             | EntryResult::Read(_)
+            | EntryResult::SearchSet(_)
             | EntryResult::Matched(_) => "200 OK".to_owned(),
             EntryResult::Deleted { .. } => "204 No Content".to_owned(),
             EntryResult::Failed(e) => e.status().to_string(),
         }
     }
 }
+
+/// Matches a search entry returns without `_count`, and at most.
+const SEARCH_ENTRY_COUNT: u32 = 20;
+const SEARCH_ENTRY_MAX: u32 = 1000;
 
 /// Search parameters of a conditional entry or reference.
 type Criteria = Vec<(String, String)>;
@@ -116,6 +123,11 @@ enum Op {
         id: String,
         version: Option<i64>,
     },
+    /// `GET [type]?…`: the first page of a search.
+    Search {
+        res_type: String,
+        criteria: Criteria,
+    },
 }
 
 #[derive(Debug)]
@@ -132,7 +144,7 @@ impl Op {
             Op::Delete { .. } => 0,
             Op::Put { create: true, .. } => 1,
             Op::Put { create: false, .. } | Op::Patch { .. } => 2,
-            Op::Read { .. } | Op::Matched(_) | Op::NoMatch { .. } => 3,
+            Op::Read { .. } | Op::Search { .. } | Op::Matched(_) | Op::NoMatch { .. } => 3,
         }
     }
 
@@ -143,7 +155,7 @@ impl Op {
             | Op::Patch { res_type, id, .. }
             | Op::Read { res_type, id, .. } => (res_type, id),
             Op::Matched(rv) => (&rv.res_type, &rv.id),
-            Op::NoMatch { res_type } => (res_type, ""),
+            Op::NoMatch { res_type } | Op::Search { res_type, .. } => (res_type, ""),
         }
     }
 }
@@ -196,10 +208,6 @@ fn at_entry(i: usize, mut e: ApiError) -> ApiError {
 
 fn invalid(i: usize, msg: impl Into<String>) -> ApiError {
     at_entry(i, ApiError::invalid(msg))
-}
-
-fn not_supported(i: usize, msg: impl Into<String>) -> ApiError {
-    at_entry(i, ApiError::new(ErrorKind::NotSupported, msg))
 }
 
 fn string_at<'a>(o: &'a Object, name: &str) -> Option<&'a str> {
@@ -368,12 +376,6 @@ fn read_entry(
                 invalid(i, "entry.request.ifMatch must be an ETag such as W/\"3\"")
             })?),
         };
-    if condition.is_some() && method == "GET" {
-        return Err(not_supported(
-            i,
-            "searches in bundle entries are not supported yet",
-        ));
-    }
     let op = match (method.as_str(), parts.as_slice(), condition) {
         ("POST", [t], None) => Op::Put {
             create: true,
@@ -408,6 +410,10 @@ fn read_entry(
             res_type: known_type(t)?,
             id: String::new(),
             condition: Some(c),
+        },
+        ("GET", [t], Some(c)) => Op::Search {
+            res_type: known_type(t)?,
+            criteria: c,
         },
         ("GET", [t, id], None) => Op::Read {
             res_type: known_type(t)?,
@@ -937,6 +943,13 @@ impl Service {
                 version,
             } => (res_type, id, version),
             Op::Matched(rv) => return EntryResult::Matched(rv),
+            Op::Search { res_type, criteria } => {
+                return self
+                    .searcher(tenant)
+                    .first_page(&res_type, &criteria, SEARCH_ENTRY_COUNT, SEARCH_ENTRY_MAX)
+                    .await
+                    .map_or_else(EntryResult::Failed, EntryResult::SearchSet);
+            }
             Op::NoMatch { res_type } => {
                 return EntryResult::Deleted {
                     res_type,

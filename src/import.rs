@@ -263,7 +263,7 @@ fn count_writes(results: &[EntryResult]) -> (u64, Option<String>) {
     for (i, r) in results.iter().enumerate() {
         match r {
             EntryResult::Written { .. } | EntryResult::Deleted { .. } => n += 1,
-            EntryResult::Read(_) | EntryResult::Matched(_) => {}
+            EntryResult::Read(_) | EntryResult::Matched(_) | EntryResult::SearchSet(_) => {}
             EntryResult::Failed(e) => {
                 first_error.get_or_insert_with(|| format!("entry {i}: {}", describe(e)));
             }

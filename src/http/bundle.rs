@@ -40,6 +40,7 @@ fn write_entry(result: &EntryResult, base: &str, with_resource: bool, out: &mut 
     response.push("status", Json::string(result.status()));
     let mut entry = Object::default();
     let mut resource = None;
+    let mut searchset: Option<Vec<u8>> = None;
     match result {
         EntryResult::Written { rv, .. } | EntryResult::Read(rv) | EntryResult::Matched(rv) => {
             entry.push(
@@ -64,12 +65,23 @@ fn write_entry(result: &EntryResult, base: &str, with_resource: bool, out: &mut 
                 resource = Some(rv.body.as_slice());
             }
         }
+        EntryResult::SearchSet(found) => {
+            let bytes = super::write_bundle("searchset", &[], None, found.len(), |i, out| {
+                let r = &found[i];
+                out.extend_from_slice(b"{\"fullUrl\":");
+                crate::json::write_string(&format!("{base}/{}/{}", r.res_type, r.id), out);
+                out.extend_from_slice(b",\"resource\":");
+                out.extend_from_slice(&r.body);
+                out.extend_from_slice(b",\"search\":{\"mode\":\"match\"}}");
+            });
+            searchset = bytes.ok();
+        }
         EntryResult::Deleted { .. } => {}
         EntryResult::Failed(e) => response.push("outcome", e.to_operation_outcome()),
     }
     entry.push("response", Json::Object(response));
     let bytes = Json::Object(entry).to_bytes();
-    match resource {
+    match resource.or(searchset.as_deref()) {
         // The stored body is copied as it is, never re-parsed.
         Some(body) => {
             out.extend_from_slice(&bytes[..bytes.len() - 1]);

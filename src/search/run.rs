@@ -28,6 +28,49 @@ impl Searcher<'_> {
         self.resolve_lists(parsed).await
     }
 
+    /// The first page of a search in a Bundle entry (`GET [type]?…`): the
+    /// matches in the order asked for (`_sort` on parameters the index keeps
+    /// in order), up to `_count` (`default_count` without, at most
+    /// `max_count`). Unknown parameters are refused, and what only the REST
+    /// search does (includes, summaries, totals, sorts done in memory)
+    /// answers 501.
+    pub async fn first_page(
+        &self,
+        res_type: &str,
+        criteria: &[(String, String)],
+        default_count: u32,
+        max_count: u32,
+    ) -> Result<Vec<ResourceVersion>, ApiError> {
+        let mut parsed = query::parse(res_type, criteria)?;
+        if !parsed.ignored.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "unknown search parameters: {}",
+                parsed.ignored.join(", ")
+            )));
+        }
+        if !parsed.include.is_empty()
+            || !parsed.revinclude.is_empty()
+            || parsed.summary.is_some()
+            || !parsed.elements.is_empty()
+            || parsed.total != query::Total::None
+            || plan::memory_sort(&parsed)?.is_some()
+        {
+            return Err(ApiError::new(
+                crate::error::ErrorKind::NotSupported,
+                "_include, _revinclude, _summary, _elements, _total and _sort on strings, \
+                 identifiers or birth dates are not supported in Bundle entries yet",
+            ));
+        }
+        self.resolve(&mut parsed).await?;
+        let count = parsed.count.unwrap_or(default_count).min(max_count);
+        let mut q = plan::store_query(&parsed, None, count, &|input| {
+            self.service.search_hash(self.tenant, input)
+        })?;
+        q.drive_below = self.drive_below;
+        let found = self.search_checked(&q, &plan::rechecks(&parsed)?).await?;
+        Ok(found.into_iter().map(|(r, _)| r).collect())
+    }
+
     /// The resources of `res_type` that match `criteria` (the search of a
     /// conditional interaction), up to `limit`, in id order. Unknown
     /// parameters are refused: a condition must not match more than it says.

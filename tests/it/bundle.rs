@@ -267,7 +267,7 @@ async fn batch_entries_fail_on_their_own(app: TestApp) {
                 json!({"resourceType": "Patient", "gender": "sometimes"}),
             ),
             json!({"request": {"method": "GET", "url": "Patient/nowhere"}}),
-            json!({"request": {"method": "GET", "url": "Patient?name=x"}}),
+            json!({"request": {"method": "GET", "url": "Patient?name=x&_include=Patient:organization"}}),
             json!({"request": {"method": "FETCH", "url": "Patient"}}),
             entry(
                 "urn:uuid:c",
@@ -564,3 +564,49 @@ async fn conditional_entries_and_references(app: TestApp) {
     assert_eq!(total(&app, "Patient?identifier=urn:mrn|m-2").await, 2);
 }
 both_backends!(conditional_entries_and_references);
+
+/// `GET [type]?…` entries: a searchset Bundle of the first page as the entry's
+/// resource, in a batch and in a transaction (after its writes).
+async fn search_entries(app: TestApp) {
+    let body = bundle(
+        "transaction",
+        vec![
+            entry(
+                "urn:uuid:99999999-9999-4999-8999-999999999999",
+                "POST",
+                "Patient",
+                with_mrn("Searched", "s-1"),
+            ),
+            json!({"request": {"method": "GET", "url": "Patient?identifier=urn:mrn|s-1"}}),
+            json!({"request": {"method": "GET", "url": "Patient?identifier=urn:mrn|nobody&_count=5"}}),
+        ],
+    );
+    let (status, res) = json(app.post("", body).await).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(statuses(&res), ["201 Created", "200 OK", "200 OK"]);
+    let found = &res["entry"][1]["resource"];
+    assert_eq!(found["resourceType"], "Bundle");
+    assert_eq!(found["type"], "searchset");
+    assert_eq!(
+        found["entry"][0]["resource"]["name"][0]["family"],
+        "Searched"
+    );
+    assert_eq!(found["entry"][0]["search"]["mode"], "match");
+    assert!(
+        res["entry"][2]["resource"]["entry"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+    // Unknown parameters are refused in an entry (400), on their own in a batch.
+    let body = bundle(
+        "batch",
+        vec![
+            json!({"request": {"method": "GET", "url": "Patient?bogus=1"}}),
+            json!({"request": {"method": "GET", "url": "Patient?identifier=urn:mrn|s-1"}}),
+        ],
+    );
+    let (status, res) = json(app.post("", body).await).await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(statuses(&res), ["400", "200 OK"]);
+}
+both_backends!(search_entries);
