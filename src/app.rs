@@ -160,6 +160,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         max_sorted_in_memory: config.fhir.max_sorted_in_memory,
         conditional_delete_multiple: config.fhir.conditional_delete_multiple,
         max_conditional_deletes: config.fhir.max_conditional_deletes,
+        export_part_bytes: config.fhir.export_part_bytes,
     })
 }
 

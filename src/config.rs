@@ -223,6 +223,9 @@ pub struct FhirConfig {
     pub conditional_delete_multiple: bool,
     /// Most resources one conditional delete deletes (412 beyond).
     pub max_conditional_deletes: u32,
+    /// Largest part of a Bulk Data export file held in memory and stored at
+    /// once, in bytes (a larger single resource is a part alone).
+    pub export_part_bytes: usize,
 }
 
 impl Default for FhirConfig {
@@ -236,6 +239,7 @@ impl Default for FhirConfig {
             max_sorted_in_memory: 10_000,
             conditional_delete_multiple: false,
             max_conditional_deletes: 1_000,
+            export_part_bytes: 1 << 20,
         }
     }
 }

@@ -59,6 +59,11 @@ impl Json {
         Json::String(s.into())
     }
 
+    /// Compact serialisation, as text.
+    pub fn to_text(&self) -> String {
+        String::from_utf8(self.to_bytes()).unwrap_or_default()
+    }
+
     /// Compact serialisation.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod export;
 pub mod fhir;
 pub mod http;
 pub mod import;

@@ -811,6 +811,24 @@ impl Service {
         Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
     }
 
+    /// Data sealed under the tenant's data key for `purpose` (see
+    /// `KeyRing::seal_token`): export parts.
+    pub fn seal_for(
+        &self,
+        tenant: &str,
+        purpose: &str,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.keys
+            .seal_token(tenant, purpose, data)
+            .map_err(ApiError::internal)
+    }
+
+    /// What [`Service::seal_for`] sealed, if it was sealed for this purpose.
+    pub fn open_sealed(&self, tenant: &str, purpose: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.keys.open_token(tenant, purpose, sealed)
+    }
+
     /// The position of a [`Service::seal_page`] text, if it is one.
     pub fn open_page(&self, tenant: &str, sealed: &str) -> Option<String> {
         use base64::Engine;

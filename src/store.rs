@@ -1,6 +1,6 @@
 //! The store chosen at start-up: PostgreSQL or the embedded SQLite file.
 
-use hearth_store::schema::ImportedFile;
+use hearth_store::schema::{ExportJob, ExportPart, ImportedFile};
 use hearth_store::{
     HistoryEntry, HistoryQuery, SealFn, Store, StoreResult, StoredVersion, WrappedKey, WriteIntent,
     WriteOutcome,
@@ -83,6 +83,32 @@ impl Store for AnyStore {
 
     async fn record_import(&self, file: ImportedFile) -> StoreResult<()> {
         delegate!(self, s => s.record_import(file))
+    }
+
+    async fn save_export(&self, job: ExportJob) -> StoreResult<()> {
+        delegate!(self, s => s.save_export(job))
+    }
+
+    async fn export_job(&self, tenant: &str, id: &str) -> StoreResult<Option<ExportJob>> {
+        delegate!(self, s => s.export_job(tenant, id))
+    }
+
+    async fn add_export_part(&self, part: ExportPart) -> StoreResult<()> {
+        delegate!(self, s => s.add_export_part(part))
+    }
+
+    async fn export_part(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        file: &str,
+        part: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        delegate!(self, s => s.export_part(tenant, job_id, file, part))
+    }
+
+    async fn delete_export(&self, tenant: &str, id: &str, job: bool) -> StoreResult<()> {
+        delegate!(self, s => s.delete_export(tenant, id, job))
     }
 
     async fn history(&self, tenant: &str, q: &HistoryQuery<'_>) -> StoreResult<Vec<HistoryEntry>> {

@@ -62,6 +62,16 @@ impl Capability {
     }
 }
 
+const CORE: &str = "http://hl7.org/fhir/OperationDefinition";
+const BULK: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition";
+
+fn operation(name: &str, definition: &str) -> Json {
+    let mut op = Object::default();
+    op.push("name", Json::string(name));
+    op.push("definition", Json::string(definition));
+    Json::Object(op)
+}
+
 fn strings(items: &[&str]) -> Json {
     Json::Array(items.iter().map(|s| Json::string(*s)).collect())
 }
@@ -138,22 +148,18 @@ pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
                         .collect(),
                 ),
             );
-            let operation = |name: &str, definition: &str| {
-                let mut op = Object::default();
-                op.push("name", Json::string(name));
-                op.push(
-                    "definition",
-                    Json::string(format!(
-                        "http://hl7.org/fhir/OperationDefinition/{definition}"
-                    )),
-                );
-                Json::Object(op)
-            };
             let mut operations = Vec::new();
             if *t == "Patient" {
-                operations.push(operation("everything", "Patient-everything"));
+                operations.push(operation(
+                    "everything",
+                    &format!("{CORE}/Patient-everything"),
+                ));
+                operations.push(operation("export", &format!("{BULK}/patient-export")));
             }
-            operations.push(operation("validate", "Resource-validate"));
+            if *t == "Group" {
+                operations.push(operation("export", &format!("{BULK}/group-export")));
+            }
+            operations.push(operation("validate", &format!("{CORE}/Resource-validate")));
             r.push("operation", Json::Array(operations));
             Json::Object(r)
         })
@@ -161,6 +167,10 @@ pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
     let mut rest = Object::default();
     rest.push("mode", Json::string("server"));
     rest.push("resource", Json::Array(resources));
+    rest.push(
+        "operation",
+        Json::Array(vec![operation("export", &format!("{BULK}/export"))]),
+    );
     rest.push(
         "interaction",
         codes(

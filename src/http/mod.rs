@@ -6,6 +6,7 @@
 mod bundle;
 mod create;
 mod delete;
+mod export;
 mod history;
 mod metadata;
 mod read;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub conditional_delete_multiple: bool,
     /// See `FhirConfig::max_conditional_deletes`.
     pub max_conditional_deletes: u32,
+    /// See `FhirConfig::export_part_bytes`.
+    pub export_part_bytes: usize,
 }
 
 /// Registers the FHIR routes under the base path.
@@ -109,6 +112,32 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource("/$reindex")
                 .route(web::get().to(reindex::status))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/$export")
+                .route(web::get().to(export::system))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/Patient/$export")
+                .route(web::get().to(export::patient))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/Group/{id}/$export")
+                .route(web::get().to(export::group))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/$export-status/{id}")
+                .route(web::get().to(export::status))
+                .route(web::delete().to(export::cancel))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/$export-file/{id}/{file}")
+                .route(web::get().to(export::file))
                 .default_service(method_not_allowed()),
         )
         .service(

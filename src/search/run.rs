@@ -71,6 +71,43 @@ impl Searcher<'_> {
         Ok(found.into_iter().map(|(r, _)| r).collect())
     }
 
+    /// The store conditions of a filter (`_typeFilter`): search parameters
+    /// only; unknown parameters, result parameters (`_sort`, `_count`, …) and
+    /// conditions the index can only narrow (birth dates) are refused.
+    pub async fn conditions(
+        &self,
+        res_type: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Vec<Condition>, ApiError> {
+        let mut parsed = query::parse(res_type, criteria)?;
+        let controls = parsed.count.is_some()
+            || !parsed.sort.is_empty()
+            || !parsed.include.is_empty()
+            || !parsed.revinclude.is_empty()
+            || parsed.summary.is_some()
+            || !parsed.elements.is_empty();
+        if !parsed.ignored.is_empty() || controls {
+            return Err(ApiError::invalid(format!(
+                "a filter on {res_type} takes search parameters only{}",
+                if parsed.ignored.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (unknown: {})", parsed.ignored.join(", "))
+                }
+            )));
+        }
+        if !plan::rechecks(&parsed)?.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "a filter on {res_type} cannot search birth or death dates"
+            )));
+        }
+        self.resolve(&mut parsed).await?;
+        Ok(plan::store_query(&parsed, None, 1, &|input| {
+            self.service.search_hash(self.tenant, input)
+        })?
+        .conditions)
+    }
+
     /// The resources of `res_type` that match `criteria` (the search of a
     /// conditional interaction), up to `limit`, in id order. Unknown
     /// parameters are refused: a condition must not match more than it says.

@@ -50,6 +50,29 @@ async fn dump_holds_no_plaintext(app: TestApp) {
             .status(),
         200
     );
+    // A Bulk Data export of it is stored too (sealed, like the bodies).
+    let res = app
+        .client
+        .get(app.url("$export?_type=Patient"))
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let status_url = res.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut manifest = String::new();
+    for _ in 0..600 {
+        let res = app.client.get(&status_url).send().await.unwrap();
+        if res.status() == 200 {
+            manifest = res.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(manifest.contains("\"count\":1"), "{manifest}");
     let dump = dump(&app);
     // The dump covers the rows (ids are stored in clear, for lookups)...
     assert!(

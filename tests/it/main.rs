@@ -10,6 +10,7 @@ mod conditional;
 mod conformance;
 mod crud;
 mod encryption;
+mod export;
 mod http_semantics;
 mod import;
 mod patch;

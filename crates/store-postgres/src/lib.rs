@@ -14,10 +14,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
-    ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet, data_keys, hearth_migrations,
-    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
-    text_prefix_inserts,
+    CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
+    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet,
+    data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
+    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -89,6 +89,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0014_ucum_base_units",
         sql: include_str!("../../../schema/postgres/0014_ucum_base_units.sql"),
+    },
+    Migration {
+        name: "0015_bulk_export",
+        sql: include_str!("../../../schema/postgres/0015_bulk_export.sql"),
     },
 ];
 
@@ -398,6 +402,69 @@ impl hearth_store::Store for PgStore {
             .on_conflict_do_nothing()
             .execute(&mut c)
             .await?;
+        Ok(())
+    }
+
+    async fn save_export(&self, job: ExportJob) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::insert_into(export_jobs::table)
+            .values(&job)
+            .on_conflict((export_jobs::tenant, export_jobs::id))
+            .do_update()
+            .set(&job)
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    async fn export_job(&self, tenant: &str, id: &str) -> StoreResult<Option<ExportJob>> {
+        let mut c = self.conn().await?;
+        Ok(export_jobs::table
+            .find((tenant, id))
+            .first::<ExportJob>(&mut c)
+            .await
+            .optional()?)
+    }
+
+    async fn add_export_part(&self, part: ExportPart) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::insert_into(export_parts::table)
+            .values(&part)
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    async fn export_part(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        file: &str,
+        part: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let mut c = self.conn().await?;
+        Ok(export_parts::table
+            .find((tenant, job_id, file, part))
+            .select(export_parts::data)
+            .first::<Vec<u8>>(&mut c)
+            .await
+            .optional()?)
+    }
+
+    async fn delete_export(&self, tenant: &str, id: &str, job: bool) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::delete(
+            export_parts::table
+                .filter(export_parts::tenant.eq(tenant))
+                .filter(export_parts::job_id.eq(id)),
+        )
+        .execute(&mut c)
+        .await?;
+        if job {
+            diesel::delete(export_jobs::table.find((tenant, id)))
+                .execute(&mut c)
+                .await?;
+        }
         Ok(())
     }
 

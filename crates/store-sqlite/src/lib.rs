@@ -10,10 +10,10 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, EstimateRow, ImportedFile, IndexChanges, KeyRow, NewReindexJob, NewVersion,
-    ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet, data_keys, hearth_migrations,
-    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
-    text_prefix_inserts,
+    CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
+    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet,
+    data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
+    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -82,6 +82,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0014_ucum_base_units",
         sql: include_str!("../../../schema/sqlite/0014_ucum_base_units.sql"),
+    },
+    Migration {
+        name: "0015_bulk_export",
+        sql: include_str!("../../../schema/sqlite/0015_bulk_export.sql"),
     },
 ];
 
@@ -453,6 +457,75 @@ impl hearth_store::Store for SqliteStore {
                 .values(&file)
                 .on_conflict_do_nothing()
                 .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_export(&self, job: ExportJob) -> StoreResult<()> {
+        self.with_writer(move |c| {
+            diesel::insert_into(export_jobs::table)
+                .values(&job)
+                .on_conflict((export_jobs::tenant, export_jobs::id))
+                .do_update()
+                .set(&job)
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn export_job(&self, tenant: &str, id: &str) -> StoreResult<Option<ExportJob>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with_reader(move |c| {
+            Ok(export_jobs::table
+                .find((&tenant, &id))
+                .first::<ExportJob>(c)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn add_export_part(&self, part: ExportPart) -> StoreResult<()> {
+        self.with_writer(move |c| {
+            diesel::insert_into(export_parts::table)
+                .values(&part)
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn export_part(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        file: &str,
+        part: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (tenant, job_id, file) = (tenant.to_owned(), job_id.to_owned(), file.to_owned());
+        self.with_reader(move |c| {
+            Ok(export_parts::table
+                .find((&tenant, &job_id, &file, part))
+                .select(export_parts::data)
+                .first::<Vec<u8>>(c)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_export(&self, tenant: &str, id: &str, job: bool) -> StoreResult<()> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with_writer(move |c| {
+            diesel::delete(
+                export_parts::table
+                    .filter(export_parts::tenant.eq(&tenant))
+                    .filter(export_parts::job_id.eq(&id)),
+            )
+            .execute(c)?;
+            if job {
+                diesel::delete(export_jobs::table.find((&tenant, &id))).execute(c)?;
+            }
             Ok(())
         })
         .await

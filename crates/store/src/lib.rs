@@ -346,6 +346,38 @@ pub trait Store: Send + Sync {
         file: schema::ImportedFile,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// Inserts or replaces a Bulk Data export job.
+    fn save_export(&self, job: schema::ExportJob) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn export_job(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<schema::ExportJob>>> + Send;
+
+    /// Adds a part of an export's output file.
+    fn add_export_part(
+        &self,
+        part: schema::ExportPart,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The data of part `part` of an export's file, if there is one.
+    fn export_part(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        file: &str,
+        part: i64,
+    ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
+
+    /// Removes an export's output (and, with `job`, the job too).
+    fn delete_export(
+        &self,
+        tenant: &str,
+        id: &str,
+        job: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     fn history(
         &self,
         tenant: &str,

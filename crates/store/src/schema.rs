@@ -978,3 +978,61 @@ pub struct ImportedFile {
     pub resources: i64,
     pub imported_at: i64,
 }
+
+diesel::table! {
+    export_jobs (tenant, id) {
+        tenant -> Text,
+        id -> Text,
+        status -> Text,
+        request -> Text,
+        params -> Text,
+        transaction_time -> BigInt,
+        progress -> Text,
+        output -> Text,
+        error -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+/// A Bulk Data export: what was asked, where it is, what it produced (the
+/// manifest's `output` as JSON). `params` and `output` are JSON text the
+/// service reads; the store keeps them as they are.
+#[derive(Insertable, Queryable, AsChangeset, Clone, Debug, PartialEq, Eq)]
+#[diesel(table_name = export_jobs)]
+pub struct ExportJob {
+    pub tenant: String,
+    pub id: String,
+    /// `accepted`, `running`, `done`, `failed` or `cancelled`.
+    pub status: String,
+    pub request: String,
+    pub params: String,
+    pub transaction_time: i64,
+    pub progress: String,
+    pub output: String,
+    pub error: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+diesel::table! {
+    export_parts (tenant, job_id, file, part) {
+        tenant -> Text,
+        job_id -> Text,
+        file -> Text,
+        part -> BigInt,
+        data -> Binary,
+    }
+}
+
+/// One part of an export's output file, sealed (the service encrypts it
+/// under the tenant's data key before the store sees it).
+#[derive(Insertable, Queryable, Clone, Debug, PartialEq, Eq)]
+#[diesel(table_name = export_parts)]
+pub struct ExportPart {
+    pub tenant: String,
+    pub job_id: String,
+    pub file: String,
+    pub part: i64,
+    pub data: Vec<u8>,
+}

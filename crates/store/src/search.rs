@@ -151,6 +151,12 @@ pub enum Condition {
         table: IndexTable,
         missing: bool,
     },
+    /// Membership of a compartment (`idx_compartment`): of any `compartment`
+    /// (`ids` None) or of one of those ids.
+    InCompartment {
+        compartment: String,
+        ids: Option<Vec<String>>,
+    },
     /// `_id`.
     Id(Vec<String>),
     /// `_lastUpdated`, on the resource row itself.
@@ -876,6 +882,28 @@ fn membership(sql: &mut Sql, c: &Condition, depth: usize, form: Form) -> Option<
                 .map(|(op, from, to)| sql.date(*op, "x.low", "x.high", *from, *to))
                 .collect()
         }),
+        Condition::InCompartment { compartment, ids } => {
+            let c = sql.text(compartment);
+            let which = match ids {
+                None => String::new(),
+                Some(ids) if ids.is_empty() => " AND 1 = 0".to_owned(),
+                Some(ids) => format!(
+                    " AND ({})",
+                    ids.iter()
+                        .map(|id| format!("x.comp_id = {}", sql.text(id)))
+                        .collect::<Vec<_>>()
+                        .join(" OR ")
+                ),
+            };
+            Member {
+                ty: "x.res_type".to_owned(),
+                id: "x.res_id".to_owned(),
+                core: format!(
+                    "FROM idx_compartment x WHERE x.tenant = {tenant} AND x.compartment = {c}{which}"
+                ),
+                negated: false,
+            }
+        }
         Condition::Missing {
             param,
             table,
@@ -1222,7 +1250,9 @@ enum Phase {
 fn check_rank(c: &Condition) -> u8 {
     match c {
         Condition::Id(_) => 0,
-        Condition::Reference { .. } | Condition::ReferenceUrl { .. } => 1,
+        Condition::Reference { .. }
+        | Condition::ReferenceUrl { .. }
+        | Condition::InCompartment { .. } => 1,
         Condition::StringHash { .. } | Condition::Text { .. } => 2,
         Condition::Token { negate: false, .. } | Condition::Uri { .. } => 3,
         Condition::Number { .. } | Condition::Quantity { .. } => 4,
