@@ -290,11 +290,13 @@ impl Service {
         job.updated_at = now_micros();
         self.store().save_export(job.clone()).await?;
         let mut output = Vec::new();
+        let as_of = job.transaction_time;
         for (n, t) in plan.types.iter().enumerate() {
+            job.progress = format!("{} of {} types, writing {t}", n, plan.types.len());
             let mut writer = PartWriter {
                 service: self,
                 tenant: &tenant,
-                job: &job.id,
+                job: &mut job,
                 file: t,
                 part: 0,
                 buffer: Vec::new(),
@@ -354,8 +356,7 @@ impl Service {
                     after = page.last().map(|(_, c)| c.clone());
                     for (r, _) in page {
                         // As of the kick-off, and changed since `_since`.
-                        if r.last_updated > job.transaction_time
-                            || plan.since.is_some_and(|s| r.last_updated < s)
+                        if r.last_updated > as_of || plan.since.is_some_and(|s| r.last_updated < s)
                         {
                             continue;
                         }
@@ -420,7 +421,8 @@ struct Plan {
 struct PartWriter<'a> {
     service: &'a Service,
     tenant: &'a str,
-    job: &'a str,
+    /// Saved with each part, so its `updated_at` shows the job is alive.
+    job: &'a mut ExportJob,
     file: &'a str,
     part: i64,
     buffer: Vec<u8>,
@@ -447,26 +449,28 @@ impl PartWriter<'_> {
         if self.buffer.is_empty() {
             return Ok(true);
         }
-        if !self.service.still_wanted(self.tenant, self.job).await? {
+        if !self.service.still_wanted(self.tenant, &self.job.id).await? {
             return Ok(false);
         }
         let data = std::mem::take(&mut self.buffer);
         let sealed = self.service.seal_for(
             self.tenant,
-            &part_purpose(self.job, self.file, self.part),
+            &part_purpose(&self.job.id, self.file, self.part),
             data,
         )?;
         self.service
             .store()
             .add_export_part(ExportPart {
                 tenant: self.tenant.to_owned(),
-                job_id: self.job.to_owned(),
+                job_id: self.job.id.clone(),
                 file: self.file.to_owned(),
                 part: self.part,
                 data: sealed,
             })
             .await?;
         self.part += 1;
+        self.job.updated_at = now_micros();
+        self.service.store().save_export(self.job.clone()).await?;
         Ok(true)
     }
 

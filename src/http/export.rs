@@ -226,26 +226,33 @@ pub async fn file(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("export {id} has no file {name}")))?;
     let service = state.service.clone();
-    let parts = futures_util::stream::unfold((Some(first), 1i64), move |(current, next)| {
-        let (service, id, file) = (service.clone(), id.clone(), file.clone());
-        async move {
-            let data = current?;
-            let following = match service
-                .export_file_part(DEFAULT_TENANT, &id, &file, next)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(export = %id, error = %e, "an export file could not be read");
-                    None
-                }
-            };
-            Some((
-                Ok::<_, actix_web::Error>(web::Bytes::from(data)),
-                (following, next + 1),
-            ))
-        }
-    });
+    // A part that cannot be read ends the stream with an error, so the
+    // client sees a broken transfer rather than a short file.
+    let parts = futures_util::stream::unfold(
+        (Some(Ok(first)), 1i64),
+        move |(current, next): (Option<Result<Vec<u8>, ApiError>>, i64)| {
+            let (service, id, file) = (service.clone(), id.clone(), file.clone());
+            async move {
+                let data = match current? {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::error!(export = %id, error = %e, "an export file could not be read");
+                        return Some((
+                            Err(actix_web::error::ErrorInternalServerError(
+                                "an export file could not be read",
+                            )),
+                            (None, next),
+                        ));
+                    }
+                };
+                let following = service
+                    .export_file_part(DEFAULT_TENANT, &id, &file, next)
+                    .await
+                    .transpose();
+                Some((Ok(web::Bytes::from(data)), (following, next + 1)))
+            }
+        },
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/fhir+ndjson"))
         .streaming(parts))

@@ -228,6 +228,10 @@ async fn bulk_export(backend: Backend) {
     assert_eq!(res.status(), 202);
     let res = app.client.get(&status_url).send().await.unwrap();
     assert_eq!(res.status(), 404);
+    // A job still running when cancelled does not come back when it ends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = app.client.get(&status_url).send().await.unwrap();
+    assert_eq!(res.status(), 404);
     let file = files[0].0.clone();
     let old_url = manifest["output"][0]["url"].as_str().unwrap().to_owned();
     assert!(old_url.contains(&file));

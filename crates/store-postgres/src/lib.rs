@@ -406,12 +406,15 @@ impl hearth_store::Store for PgStore {
     }
 
     async fn save_export(&self, job: ExportJob) -> StoreResult<()> {
+        // ON CONFLICT … DO UPDATE … WHERE: a cancelled job is not revived.
+        use diesel::query_dsl::methods::FilterDsl as _;
         let mut c = self.conn().await?;
         diesel::insert_into(export_jobs::table)
             .values(&job)
             .on_conflict((export_jobs::tenant, export_jobs::id))
             .do_update()
             .set(&job)
+            .filter(export_jobs::status.ne("cancelled"))
             .execute(&mut c)
             .await?;
         Ok(())

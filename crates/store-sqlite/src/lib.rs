@@ -464,11 +464,14 @@ impl hearth_store::Store for SqliteStore {
 
     async fn save_export(&self, job: ExportJob) -> StoreResult<()> {
         self.with_writer(move |c| {
+            // ON CONFLICT … DO UPDATE … WHERE: a cancelled job is not revived.
+            use diesel::query_dsl::methods::FilterDsl as _;
             diesel::insert_into(export_jobs::table)
                 .values(&job)
                 .on_conflict((export_jobs::tenant, export_jobs::id))
                 .do_update()
                 .set(&job)
+                .filter(export_jobs::status.ne("cancelled"))
                 .execute(c)?;
             Ok(())
         })

@@ -346,7 +346,8 @@ pub trait Store: Send + Sync {
         file: schema::ImportedFile,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Inserts or replaces a Bulk Data export job.
+    /// Inserts or replaces a Bulk Data export job. A cancelled job stays
+    /// cancelled: saving over it changes nothing.
     fn save_export(&self, job: schema::ExportJob) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn export_job(
