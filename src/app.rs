@@ -178,6 +178,7 @@ pub fn http_server(
             .app_data(state.clone())
             .configure(|cfg| http::routes(cfg, &base_path))
             .default_service(web::to(http::not_found))
+            .wrap(middleware::from_fn(http::xml_responses))
             .wrap(middleware::from_fn(http::request_context))
     });
     let server = match config.http.workers {

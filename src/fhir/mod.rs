@@ -9,6 +9,7 @@ pub mod search_params;
 pub mod subset;
 pub mod validate;
 pub mod valueset;
+pub mod xml;
 
 use crate::error::{ApiError, ErrorKind, OutcomeIssue};
 use crate::json::{self, Json, Object, ParseErrorKind, PathStep};

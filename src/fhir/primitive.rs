@@ -6,6 +6,15 @@ pub fn check_string(type_name: &str, s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         return Err("empty strings are not allowed");
     }
+    // No type may hold characters below U+0020 other than tab, CR and LF:
+    // XML cannot carry them.
+    if type_name != "string"
+        && type_name != "markdown"
+        && s.chars()
+            .any(|c| c < '\u{20}' && !matches!(c, '\r' | '\n' | '\t'))
+    {
+        return Err("control characters are not allowed");
+    }
     match type_name {
         // R4 2.1.28.0.1: strings SHOULD NOT contain characters below U+0020 other
         // than tab, CR and LF. C1 controls are accepted: HL7's own published code
@@ -87,13 +96,9 @@ pub fn check_string(type_name: &str, s: &str) -> Result<(), &'static str> {
         "dateTime" => check_date_time(s),
         "instant" => check_instant(s),
         "time" => check_time(s),
-        "xhtml" => {
-            if s.trim_start().starts_with("<div") && s.contains("http://www.w3.org/1999/xhtml") {
-                Ok(())
-            } else {
-                Err("narrative must be a <div> in the XHTML namespace")
-            }
-        }
+        // Well-formed, a <div> in the XHTML namespace, and none of what R4
+        // excludes from narrative (so it can be written into XML as is).
+        "xhtml" => super::xml::check_xhtml(s),
         _ => Ok(()),
     }
 }

@@ -194,7 +194,12 @@ pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
     cs.push("fhirVersion", Json::string(FHIR_VERSION));
     cs.push(
         "format",
-        strings(&["application/fhir+json", "application/json"]),
+        strings(&[
+            "application/fhir+json",
+            "application/json",
+            "application/fhir+xml",
+            "application/xml",
+        ]),
     );
     cs.push("rest", Json::Array(vec![Json::Object(rest)]));
     Json::Object(cs).to_bytes()

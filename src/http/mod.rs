@@ -14,6 +14,9 @@ mod reindex;
 mod search;
 mod update;
 mod validate;
+mod xml;
+
+pub use xml::xml_responses;
 
 pub use metadata::Capability;
 
@@ -217,11 +220,16 @@ pub fn resource_id(id: &str) -> Result<&str, ApiError> {
 }
 
 /// The response format chosen from `_format`, `Accept` and `_pretty`.
+/// Handlers always write JSON; when the client asked for XML, `xml` names the
+/// media type and [`xml_responses`] converts the body on the way out.
 #[derive(Clone, Copy, Debug)]
 pub struct Format {
     pub mime: &'static str,
     pub pretty: bool,
+    pub xml: Option<&'static str>,
 }
+
+pub const FHIR_XML: &str = "application/fhir+xml";
 
 fn query_param<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.query_string()
@@ -251,26 +259,32 @@ pub fn negotiate(req: &HttpRequest) -> Result<Format, ApiError> {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        match m.as_str() {
-            "application/fhir+json" | "json" | "fhir+json" => {
-                mime.get_or_insert(FHIR_JSON);
+        // The first acceptable type named wins.
+        let choice = match m.as_str() {
+            "application/fhir+json" | "json" | "fhir+json" => Some((FHIR_JSON, None)),
+            "application/json" => Some(("application/json", None)),
+            "application/fhir+xml" | "xml" | "fhir+xml" => Some((FHIR_JSON, Some(FHIR_XML))),
+            "application/xml" | "text/xml" => Some((FHIR_JSON, Some("application/xml"))),
+            "*/*" | "application/*" | "" => {
+                any = true;
+                None
             }
-            "application/json" => {
-                mime.get_or_insert("application/json");
-            }
-            "*/*" | "application/*" | "" => any = true,
-            _ => {}
+            _ => None,
+        };
+        if mime.is_none() {
+            mime = choice;
         }
     }
     match (mime, any) {
-        (Some(mime), _) => Ok(Format { mime, pretty }),
+        (Some((mime, xml)), _) => Ok(Format { mime, pretty, xml }),
         (None, true) => Ok(Format {
             mime: FHIR_JSON,
             pretty,
+            xml: None,
         }),
         (None, false) => Err(ApiError::new(
             ErrorKind::NotAcceptable,
-            "only JSON is supported: ask for application/fhir+json or application/json",
+            "ask for application/fhir+json, application/json or application/fhir+xml",
         )),
     }
 }
@@ -302,23 +316,35 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads the request body up to the configured limit (413 beyond it) and checks
-/// that it is declared as JSON (415 otherwise).
+/// Reads the request body up to the configured limit (413 beyond it) as FHIR
+/// JSON: a body declared as XML is converted (so every handler reads JSON);
+/// any other declared type is a 415.
 pub async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<Vec<u8>, ApiError> {
-    if let Some(ct) = content_type(req)
-        && ct != "application/fhir+json"
-        && ct != "application/json"
-    {
-        return Err(ApiError::new(
+    match content_type(req).as_deref() {
+        None | Some("application/fhir+json" | "application/json") => {
+            read_raw_body(req, payload, state).await
+        }
+        Some(ct) if is_xml(ct) => {
+            let body = read_raw_body(req, payload, state).await?;
+            xml::to_json(&body)
+        }
+        Some(_) => Err(ApiError::new(
             ErrorKind::UnsupportedMediaType,
-            "send resources as application/fhir+json or application/json",
-        ));
+            "send resources as application/fhir+json, application/json or application/fhir+xml",
+        )),
     }
-    read_raw_body(req, payload, state).await
+}
+
+/// Whether a request media type is FHIR XML.
+pub fn is_xml(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "application/fhir+xml" | "application/xml" | "text/xml"
+    )
 }
 
 /// The media type of the request body (lower case, without parameters).

@@ -75,16 +75,20 @@ pub async fn patch(
     let kind = match super::content_type(&req).as_deref() {
         Some("application/json-patch+json") => PatchKind::Json,
         Some("application/fhir+json" | "application/json") => PatchKind::FhirPath,
+        Some(ct) if super::is_xml(ct) => PatchKind::FhirPath,
         _ => {
             return Err(ApiError::new(
                 crate::error::ErrorKind::UnsupportedMediaType,
                 "send a JSON Patch as application/json-patch+json, or a FHIRPath Patch \
-                 (Parameters) as application/fhir+json",
+                 (Parameters) as application/fhir+json or application/fhir+xml",
             ));
         }
     };
     let if_match = if_match(&req)?;
-    let body = super::read_raw_body(&req, payload, &state).await?;
+    let body = match super::content_type(&req).as_deref() {
+        Some(ct) if super::is_xml(ct) => super::read_body(&req, payload, &state).await?,
+        _ => super::read_raw_body(&req, payload, &state).await?,
+    };
     let rv = state
         .service
         .patch(DEFAULT_TENANT, t, id, kind, &body, if_match)

@@ -118,6 +118,14 @@ async fn content_negotiation() {
         .send()
         .await
         .unwrap();
+    assert!(ct(&r).starts_with("application/fhir+xml"));
+    let r = app
+        .client
+        .get(app.url(&path))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 406);
     let pretty = app
         .get(&format!("{path}?_pretty=true"))

@@ -22,3 +22,4 @@ mod sweep;
 mod tls;
 mod validate_op;
 mod validation;
+mod xml;
