@@ -355,6 +355,22 @@ mod tests {
     use crate::fhir::fhirpath::{Value, evaluate_resource};
     use crate::json::{Json, parse};
 
+    /// The access engine's list of Patient-compartment types (a constant in a
+    /// std-only crate) is the R4 CompartmentDefinition's.
+    #[test]
+    fn access_engine_compartment_types_match() {
+        let from_definition: Vec<&str> = crate::fhir::model::r4()
+            .resource_types()
+            .iter()
+            .copied()
+            .filter(|t| *t == "Patient" || !r4().compartment_params("Patient", t).is_empty())
+            .collect();
+        assert_eq!(
+            from_definition,
+            hearth_security::PATIENT_COMPARTMENT_TYPES.to_vec()
+        );
+    }
+
     #[test]
     fn every_r4_expression_compiles() {
         let reg = r4();
