@@ -1267,9 +1267,9 @@ fn criterion_condition(
     Ok(condition)
 }
 
-/// The sort of a request: up to three keys, each `_lastUpdated` or a date,
-/// number or quantity parameter (those have sort keys kept on write), then id.
-/// Other keys answer 501.
+/// The sort of a request: up to three keys, each `_lastUpdated` or a
+/// parameter with sort keys kept on write (or sorted in memory), then id;
+/// `_id` ascending ends the list. Other keys answer 501.
 fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
     if req.sort.len() > MAX_SORT_KEYS {
         return Err(not_yet(format!(
@@ -1281,9 +1281,12 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
         let code = code.as_str();
         match code {
             "_lastUpdated" => {}
+            // Ids are unique and every sort ends in id order: an ascending
+            // `_id` key ends the sort (keys after it cannot matter).
+            "_id" if !*descending => break,
             "_id" => {
                 return Err(not_yet(
-                    "_sort on _id (results are in id order by default)".into(),
+                    "_sort on -_id (descending id order)".into(),
                 ));
             }
             _ => {
