@@ -7,6 +7,8 @@
 //! - [`decide`] — the decision: [`Decision::Allow`] with a [`Narrowing`] the caller
 //!   applies to its query, or [`Decision::Deny`] with a reason safe for logs. Deny by
 //!   default; the rules are in the [`access`] module documentation.
+//! - [`CredentialSource`] — where a user name and password are checked (local
+//!   store, LDAP); refusals never fail open.
 //! - [`check_resource`] / [`check_write`] — the check on each resource a read
 //!   returns or a write is about to store, when a decision was narrowed.
 //!
@@ -16,6 +18,7 @@
 //! (`fixtures/access/cases.txt`).
 
 pub mod access;
+pub mod credentials;
 pub mod interaction;
 pub mod permission;
 pub mod principal;
@@ -26,6 +29,7 @@ pub use access::{
     all_allowed, check_resource, check_write, decide, decide_all, effective_grants, first_denial,
     in_patient_compartment,
 };
+pub use credentials::{CredentialError, CredentialSource, VerifiedUser};
 pub use interaction::{DataAccess, HistoryLevel, Interaction, InteractionKind, OperationLevel};
 pub use permission::{AdminArea, Permission, PermissionError, TypeSelector};
 pub use principal::{Principal, PrincipalKind};

@@ -1,0 +1,1 @@
+//! LDAP / Active Directory credential source (to be filled in).
