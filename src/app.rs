@@ -24,6 +24,8 @@ pub enum StartError {
     },
     #[error("database: {0}")]
     Database(String),
+    #[error("security modules: {0}")]
+    Security(String),
     #[error("encryption: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
     #[error(transparent)]
@@ -145,8 +147,17 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         .refresh_custom_readiness()
         .await
         .map_err(|e| StartError::Database(format!("reindex: {e}")))?;
+    crate::auth::bootstrap_admin(config, service.store())
+        .await
+        .map_err(|e| StartError::Database(format!("bootstrap administrator: {e}")))?;
+    let modules =
+        crate::auth::Modules::new(config, service.store()).map_err(StartError::Security)?;
+    let auth = modules
+        .authenticator(&config.http.security, &config.http.anonymous)
+        .map_err(StartError::Security)?;
     let started = crate::time::format_instant(crate::time::now_micros());
     Ok(AppState {
+        auth: Arc::new(auth),
         service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),
@@ -178,6 +189,7 @@ pub fn http_server(
             .app_data(state.clone())
             .configure(|cfg| http::routes(cfg, &base_path))
             .default_service(web::to(http::not_found))
+            .wrap(middleware::from_fn(http::guard))
             .wrap(middleware::from_fn(http::xml_responses))
             .wrap(middleware::from_fn(http::request_context))
     });

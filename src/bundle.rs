@@ -220,6 +220,54 @@ fn is_placeholder(s: &str) -> bool {
 }
 
 impl BundleRequest {
+    /// Each entry's interaction, for the access check (None for an entry
+    /// that is already an error).
+    pub fn interactions(&self) -> Vec<Option<hearth_security::Interaction>> {
+        use hearth_security::Interaction as I;
+        self.entries
+            .iter()
+            .map(|e| {
+                let op = e.op.as_ref().ok()?;
+                Some(match op {
+                    Op::Put {
+                        create: true,
+                        res_type,
+                        ..
+                    } => I::create(res_type),
+                    Op::Put {
+                        res_type,
+                        condition: Some(Conditional::Update(_)),
+                        ..
+                    } => I::update_conditional(res_type),
+                    Op::Put { res_type, id, .. } => I::update(res_type, id),
+                    Op::Delete {
+                        res_type,
+                        condition: Some(_),
+                        ..
+                    } => I::delete_conditional(res_type),
+                    Op::Delete { res_type, id, .. } => I::delete(res_type, id),
+                    Op::Patch { res_type, id, .. } => I::patch(res_type, id),
+                    Op::Read {
+                        res_type,
+                        id,
+                        version: Some(_),
+                    } => I::vread(res_type, id),
+                    Op::Read { res_type, id, .. } => I::read(res_type, id),
+                    Op::Search { res_type, .. } => I::search_type(res_type),
+                    Op::Matched(rv) => I::read(&rv.res_type, &rv.id),
+                    Op::NoMatch { res_type } => I::delete_conditional(res_type),
+                })
+            })
+            .collect()
+    }
+
+    /// Refuses entry `i` (a batch answers it alone; a transaction fails).
+    pub fn refuse(&mut self, i: usize, error: ApiError) {
+        if let Some(e) = self.entries.get_mut(i) {
+            e.op = Err(at_entry(i, error));
+        }
+    }
+
     /// Reads a Bundle body: its type and each entry's request. Errors about
     /// the bundle as a whole (not a Bundle, wrong type, too many entries) are
     /// returned; an entry's own error stays with the entry.

@@ -4,8 +4,9 @@
 //!
 //! Environment contract:
 //! `HEARTH_CONFIG`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE_URL`, `HEARTH_HTTP_ADDR`,
-//! `HEARTH_MASTER_KEY_FILE`, `HEARTH_LOG`.
+//! `HEARTH_MASTER_KEY_FILE`, `HEARTH_LOG`, `HEARTH_BOOTSTRAP_ADMIN_PASSWORD`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -92,6 +93,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub fhir: FhirConfig,
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -103,6 +105,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             fhir: FhirConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -149,6 +152,13 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// The inbound security modules that guard this listener, in order (names
+    /// of `[[security.modules]]`). The first that recognises a request's
+    /// credentials decides; a request without credentials is anonymous.
+    pub security: Vec<String>,
+    /// Permissions of unauthenticated callers (`read:Patient`, …); none by
+    /// default. `/metadata` and `/.well-known/smart-configuration` are always open.
+    pub anonymous: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -160,6 +170,8 @@ impl Default for HttpConfig {
             tls: None,
             max_body_bytes: 16 * 1024 * 1024,
             workers: 0,
+            security: vec!["basic".into()],
+            anonymous: Vec::new(),
         }
     }
 }
@@ -244,6 +256,155 @@ impl Default for FhirConfig {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Password of the bootstrap administrator `admin`, created at first start
+    /// (`HEARTH_BOOTSTRAP_ADMIN_PASSWORD`); generated and printed once when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_admin_password: Option<Secret>,
+    /// How long verified HTTP Basic credentials are remembered (0: never).
+    pub credential_cache_seconds: u64,
+    /// Failed sign-ins in a row that lock an account.
+    pub max_failed_logins: u32,
+    /// How long such a lock lasts.
+    pub lockout_minutes: u64,
+    /// Role → permissions (`read:*`, `write:Observation`, `read:*@Patient/1`,
+    /// `admin:audit`, `superuser`). Users and directory groups carry roles.
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Named instances of inbound security modules.
+    pub modules: Vec<ModuleConfig>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            bootstrap_admin_password: None,
+            credential_cache_seconds: 60,
+            max_failed_logins: 5,
+            lockout_minutes: 15,
+            roles: BTreeMap::from([
+                ("admin".to_owned(), vec!["superuser".to_owned()]),
+                ("reader".to_owned(), vec!["read:*".to_owned()]),
+                (
+                    "writer".to_owned(),
+                    vec!["read:*".to_owned(), "write:*".to_owned()],
+                ),
+            ]),
+            modules: vec![ModuleConfig::Basic {
+                name: "basic".into(),
+                source: "local".into(),
+            }],
+        }
+    }
+}
+
+/// A named instance of an inbound security module.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModuleConfig {
+    /// HTTP Basic against a credential source: `local` (the user table) or
+    /// the name of an `ldap` module.
+    Basic { name: String, source: String },
+    /// An LDAP / Active Directory directory, used as a Basic module's source.
+    Ldap(Box<LdapModuleConfig>),
+}
+
+impl ModuleConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ModuleConfig::Basic { name, .. } => name,
+            ModuleConfig::Ldap(l) => &l.name,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapModuleConfig {
+    pub name: String,
+    /// `ldaps://host:636` or `ldap://host:389` (with `starttls = true`).
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM CA certificates to trust instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Bind directly as this DN (`{user}` replaced): `uid={user},ou=people,dc=example,dc=org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_dn_template: Option<String>,
+    /// Or search for the user under this base with this filter (`(uid={user})`)
+    /// as the service account, then bind as the DN found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_search_base: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_search_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_dn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_password: Option<Secret>,
+    /// A group DN users must be members of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_group: Option<String>,
+    /// Where groups are searched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_base_dn: Option<String>,
+    /// Group DN → role (roles map to permissions in `security.roles`).
+    #[serde(default)]
+    pub group_roles: BTreeMap<String, String>,
+    /// The group attribute listing members (`member`, `uniqueMember`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_attribute: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl LdapModuleConfig {
+    /// The LDAP source's own configuration (checked by the source when built).
+    pub fn to_source_config(&self) -> Result<hearth_auth_ldap::LdapConfig, String> {
+        use hearth_auth_ldap::{BindMode, LdapConfig};
+        let bind = match (
+            &self.user_dn_template,
+            &self.user_search_base,
+            &self.user_search_filter,
+            &self.service_dn,
+            &self.service_password,
+        ) {
+            (Some(t), None, None, None, None) => BindMode::DnTemplate(t.clone()),
+            (None, Some(base), Some(filter), Some(dn), Some(pw)) => BindMode::Search {
+                base_dn: base.clone(),
+                filter: filter.clone(),
+                service_dn: dn.clone(),
+                service_password: pw.expose().to_owned(),
+            },
+            _ => {
+                return Err(format!(
+                    "module {}: set either user_dn_template, or user_search_base, \
+                     user_search_filter, service_dn and service_password",
+                    self.name
+                ));
+            }
+        };
+        let mut c = LdapConfig::new(self.url.clone(), bind);
+        c.starttls = self.starttls;
+        c.ca_file = self.ca_file.clone();
+        c.required_group = self.required_group.clone();
+        c.group_base_dn = self.group_base_dn.clone();
+        c.group_roles = self
+            .group_roles
+            .iter()
+            .map(|(g, r)| (g.clone(), r.clone()))
+            .collect();
+        if let Some(a) = &self.membership_attribute {
+            c.membership_attribute = a.clone();
+        }
+        if let Some(t) = self.timeout_seconds {
+            c.timeout = std::time::Duration::from_secs(t);
+        }
+        Ok(c)
+    }
+}
+
 /// Where the environment comes from (a map in tests, the process otherwise).
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -322,6 +483,9 @@ impl Config {
         if let Some(v) = env.var("HEARTH_LOG") {
             self.log.filter = v;
         }
+        if let Some(v) = env.var("HEARTH_BOOTSTRAP_ADMIN_PASSWORD") {
+            self.security.bootstrap_admin_password = (!v.is_empty()).then(|| Secret::new(v));
+        }
         Ok(())
     }
 
@@ -372,6 +536,100 @@ impl Config {
                 "is not a valid log filter (e.g. `info` or `hearth=debug`)",
             );
         }
+        for (role, permissions) in &self.security.roles {
+            for p in permissions {
+                if let Err(e) = p.parse::<hearth_security::Permission>() {
+                    return Err(ConfigError::Invalid {
+                        key: "security.roles",
+                        message: format!("role {role}: {e}"),
+                    });
+                }
+            }
+        }
+        for p in &self.http.anonymous {
+            match p.parse::<hearth_security::Permission>() {
+                Ok(hearth_security::Permission::Read { .. }) => {}
+                Ok(_) => return invalid("http.anonymous", "may only grant read permissions"),
+                Err(e) => {
+                    return Err(ConfigError::Invalid {
+                        key: "http.anonymous",
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let ldap: std::collections::BTreeSet<&str> = self
+            .security
+            .modules
+            .iter()
+            .filter_map(|m| match m {
+                ModuleConfig::Ldap(l) => Some(l.name.as_str()),
+                ModuleConfig::Basic { .. } => None,
+            })
+            .collect();
+        for m in &self.security.modules {
+            if !names.insert(m.name()) {
+                return invalid("security.modules", "two modules share a name");
+            }
+            match m {
+                ModuleConfig::Basic { source, .. }
+                    if source != "local" && !ldap.contains(source.as_str()) =>
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "security.modules",
+                        message: format!(
+                            "basic module {}: source must be `local` or the name of an ldap module",
+                            m.name()
+                        ),
+                    });
+                }
+                ModuleConfig::Basic { .. } => {}
+                ModuleConfig::Ldap(l) => {
+                    let source = l
+                        .to_source_config()
+                        .map_err(|message| ConfigError::Invalid {
+                            key: "security.modules",
+                            message,
+                        })?;
+                    if let Err(e) = hearth_auth_ldap::LdapSource::new(source) {
+                        return Err(ConfigError::Invalid {
+                            key: "security.modules",
+                            message: format!("ldap module {}: {e}", l.name),
+                        });
+                    }
+                }
+            }
+        }
+        for name in &self.http.security {
+            if ldap.contains(name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "http.security",
+                    message: format!(
+                        "{name} is an ldap module: name a basic module whose source it is"
+                    ),
+                });
+            }
+        }
+        for name in &self.http.security {
+            if !names.contains(name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "http.security",
+                    message: format!("no security module is named {name}"),
+                });
+            }
+        }
+        if self.security.max_failed_logins == 0 {
+            return invalid("security.max_failed_logins", "must be at least 1");
+        }
+        if let Some(p) = &self.security.bootstrap_admin_password
+            && let Err(e) = hearth_auth_local::check_password(p.expose(), true)
+        {
+            return Err(ConfigError::Invalid {
+                key: "security.bootstrap_admin_password",
+                message: e.to_owned(),
+            });
+        }
         if self.is_postgres() && self.crypto.master_key_file.is_none() {
             return invalid(
                 "crypto.master_key_file",
@@ -406,6 +664,69 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.http.base_path, "/fhir");
         assert!(!c.is_postgres());
+    }
+
+    #[test]
+    fn security_modules_parse_and_are_checked() {
+        let c = Config::from_toml(
+            r#"
+[http]
+security = ["corp"]
+anonymous = ["read:Organization"]
+
+[[security.modules]]
+kind = "basic"
+name = "corp"
+source = "directory"
+
+[[security.modules]]
+kind = "ldap"
+name = "directory"
+url = "ldaps://ldap.example.org"
+user_search_base = "ou=people,dc=example,dc=org"
+user_search_filter = "(uid={user})"
+service_dn = "cn=svc,dc=example,dc=org"
+service_password = "svc-secret"
+group_base_dn = "ou=groups,dc=example,dc=org"
+group_roles = { "cn=fhir-admins,ou=groups,dc=example,dc=org" = "admin" }
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("svc-secret"), "{shown}");
+        assert!(shown.contains("ldaps://ldap.example.org"));
+
+        let mut bad = c.clone();
+        bad.http.security = vec!["directory".into()];
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ldap module")
+        );
+        let mut bad = c.clone();
+        bad.http.security = vec!["nope".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("nope"));
+        let mut bad = c.clone();
+        bad.http.anonymous = vec!["write:*".into()];
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("http.anonymous")
+        );
+        let mut bad = c;
+        bad.security.bootstrap_admin_password = Some(Secret::new("weakpass1"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("bootstrap_admin_password")
+        );
+        let e = Config::from_toml("[[security.modules]]\nkind = \"magic\"\nname = \"x\"\n")
+            .unwrap_err();
+        assert!(e.contains("magic") || e.contains("variant"), "{e}");
     }
 
     #[test]

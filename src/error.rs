@@ -26,6 +26,12 @@ pub enum ErrorKind {
     TooCostly,
     /// 501: a FHIR interaction this server does not implement.
     NotSupported,
+    /// 401: no acceptable credentials (the response carries a challenge).
+    Unauthorized,
+    /// 403: authenticated, but the access rules refuse the interaction.
+    Forbidden,
+    /// 429: too many failed attempts; try again later.
+    TooManyRequests,
     Unavailable,
     Internal,
 }
@@ -45,6 +51,9 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::TooCostly => 400,
             ErrorKind::NotSupported => 501,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::TooManyRequests => 429,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
         }
@@ -58,6 +67,9 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed | ErrorKind::NotSupported => IssueType::NotSupported,
             ErrorKind::NotAcceptable | ErrorKind::UnsupportedMediaType => IssueType::NotSupported,
             ErrorKind::PayloadTooLarge | ErrorKind::TooCostly => IssueType::TooCostly,
+            ErrorKind::Unauthorized => IssueType::Login,
+            ErrorKind::Forbidden => IssueType::Forbidden,
+            ErrorKind::TooManyRequests => IssueType::Throttled,
             ErrorKind::Unavailable => IssueType::Transient,
             ErrorKind::Internal => IssueType::Exception,
         }
@@ -80,6 +92,9 @@ pub enum IssueType {
     Transient,
     Exception,
     Informational,
+    Login,
+    Forbidden,
+    Throttled,
 }
 
 impl IssueType {
@@ -98,6 +113,9 @@ impl IssueType {
             IssueType::Transient => "transient",
             IssueType::Exception => "exception",
             IssueType::Informational => "informational",
+            IssueType::Login => "login",
+            IssueType::Forbidden => "forbidden",
+            IssueType::Throttled => "throttled",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the map.
 
 pub mod app;
+pub mod auth;
 pub mod bundle;
 pub mod config;
 pub mod crypto;

@@ -107,6 +107,33 @@ impl Store for AnyStore {
         delegate!(self, s => s.export_part(tenant, job_id, file, part))
     }
 
+    async fn user(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> StoreResult<Option<hearth_store::schema::User>> {
+        delegate!(self, s => s.user(tenant, name))
+    }
+
+    async fn save_user(&self, user: hearth_store::schema::User) -> StoreResult<()> {
+        delegate!(self, s => s.save_user(user))
+    }
+
+    async fn record_login_failure(
+        &self,
+        tenant: &str,
+        name: &str,
+        now: i64,
+        max_failures: i32,
+        lock_micros: i64,
+    ) -> StoreResult<()> {
+        delegate!(self, s => s.record_login_failure(tenant, name, now, max_failures, lock_micros))
+    }
+
+    async fn record_login_success(&self, tenant: &str, name: &str) -> StoreResult<()> {
+        delegate!(self, s => s.record_login_success(tenant, name))
+    }
+
     async fn delete_export(&self, tenant: &str, id: &str, job: bool) -> StoreResult<()> {
         delegate!(self, s => s.delete_export(tenant, id, job))
     }

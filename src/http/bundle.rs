@@ -2,7 +2,7 @@
 //! response is a `batch-response` or `transaction-response` Bundle with one
 //! entry per request entry, in order.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::{AppState, Return, base_url, etag, negotiate, prefer_return, read_body, send};
 use crate::bundle::{BundleKind, BundleRequest, EntryResult};
@@ -21,7 +21,48 @@ pub async fn post(
     let bundle =
         crate::json::parse(&body).map_err(|e| ApiError::invalid(format!("invalid JSON: {e}")))?;
     let base = base_url(&req, &state);
-    let request = BundleRequest::parse(bundle, state.max_bundle_entries, Some(&base))?;
+    let mut request = BundleRequest::parse(bundle, state.max_bundle_entries, Some(&base))?;
+    // Each entry is checked as if it were sent alone; a transaction needs
+    // every entry allowed, a batch refuses the entries that are not.
+    let access = req
+        .extensions()
+        .get::<super::Access>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::internal("a Bundle reached its handler without an access decision")
+        })?;
+    for (i, interaction) in request.interactions().into_iter().enumerate() {
+        let Some(interaction) = interaction else {
+            continue;
+        };
+        let decision = hearth_security::decide(&access.principal, &interaction);
+        let refusal = match &decision {
+            hearth_security::Decision::Deny { reason } => Some(reason.clone()),
+            hearth_security::Decision::Allow { narrowing }
+                if interaction.writes() && !narrowing.is_unrestricted() =>
+            {
+                Some("writes limited to a compartment or a filter are not supported yet".into())
+            }
+            hearth_security::Decision::Allow { .. } => None,
+        };
+        if let Some(reason) = refusal {
+            match request.kind {
+                BundleKind::Transaction => {
+                    return Err(ApiError::new(
+                        crate::error::ErrorKind::Forbidden,
+                        format!("Bundle.entry[{i}]: access denied: {reason}"),
+                    ));
+                }
+                BundleKind::Batch => request.refuse(
+                    i,
+                    ApiError::new(
+                        crate::error::ErrorKind::Forbidden,
+                        format!("access denied: {reason}"),
+                    ),
+                ),
+            }
+        }
+    }
     let kind = match request.kind {
         BundleKind::Batch => "batch-response",
         BundleKind::Transaction => "transaction-response",

@@ -7,6 +7,7 @@ mod bundle;
 mod create;
 mod delete;
 mod export;
+mod guard;
 mod history;
 mod metadata;
 mod read;
@@ -16,6 +17,7 @@ mod update;
 mod validate;
 mod xml;
 
+pub use guard::{Access, guard};
 pub use xml::xml_responses;
 
 pub use metadata::Capability;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub max_conditional_deletes: u32,
     /// See `FhirConfig::export_part_bytes`.
     pub export_part_bytes: usize,
+    /// The FHIR listener's security modules (`http.security`).
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
 }
 
 /// Registers the FHIR routes under the base path.

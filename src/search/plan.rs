@@ -1285,9 +1285,7 @@ fn sort(req: &SearchRequest) -> Result<Vec<SortBy>, ApiError> {
             // `_id` key ends the sort (keys after it cannot matter).
             "_id" if !*descending => break,
             "_id" => {
-                return Err(not_yet(
-                    "_sort on -_id (descending id order)".into(),
-                ));
+                return Err(not_yet("_sort on -_id (descending id order)".into()));
             }
             _ => {
                 let def = r4()

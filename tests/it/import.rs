@@ -11,6 +11,10 @@ fn import(env: &[(&str, String)], args: &[&Path]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HEARTH_BOOTSTRAP_ADMIN_PASSWORD",
+            crate::support::ADMIN_PASSWORD,
+        )
         .arg("import")
         .args(["--jobs", "2"]);
     for (k, v) in env {

@@ -11,7 +11,11 @@ fn hearth(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
     c.current_dir(dir)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HEARTH_BOOTSTRAP_ADMIN_PASSWORD",
+            crate::support::ADMIN_PASSWORD,
+        );
     c
 }
 
@@ -339,4 +343,80 @@ async fn a_different_master_key_is_refused() {
     let mut err = String::new();
     std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("wrapped by master key mk-"), "{err}");
+}
+
+/// The secure default: with no configuration the FHIR listener wants HTTP
+/// Basic; the bootstrap administrator's generated password is printed once,
+/// at the first start, and works; the second start prints nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_working_admin_password_once() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |port: u16| {
+        let mut c = hearth(dir.path());
+        c.env_remove("HEARTH_BOOTSTRAP_ADMIN_PASSWORD")
+            .env("HEARTH_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Child(c.spawn().unwrap())
+    };
+    let client = crate::support::bare_client();
+    let wait_up = |port: u16| {
+        let client = client.clone();
+        async move {
+            let url = format!("http://127.0.0.1:{port}/fhir/metadata");
+            for _ in 0..2000 {
+                if client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("server did not come up");
+        }
+    };
+
+    let port = free_port();
+    let mut first = start(port);
+    wait_up(port).await;
+    let mut stderr = first.0.stderr.take().unwrap();
+    drop(first);
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).unwrap();
+    let password = text
+        .lines()
+        .skip_while(|l| !l.contains("Created the administrator `admin`"))
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.contains("Created"))
+        .unwrap_or_else(|| panic!("no password printed: {text}"))
+        .to_owned();
+    assert_eq!(password.len(), 20);
+
+    let port = free_port();
+    let mut second = start(port);
+    wait_up(port).await;
+    let url = format!("http://127.0.0.1:{port}/fhir/Patient");
+    let res = client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+    let res = client
+        .get(&url)
+        .header(
+            "authorization",
+            crate::support::basic_authorization("admin", &password),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut stderr = second.0.stderr.take().unwrap();
+    drop(second);
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).unwrap();
+    assert!(!text.contains("Created the administrator"), "{text}");
+    assert!(!text.contains(&password));
 }

@@ -15,9 +15,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::FutureExt;
 use hearth_store::schema::{
     CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
-    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet,
-    data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
-    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts,
+    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
+    WriteSet, data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
+    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -93,6 +93,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0015_bulk_export",
         sql: include_str!("../../../schema/postgres/0015_bulk_export.sql"),
+    },
+    Migration {
+        name: "0016_users",
+        sql: include_str!("../../../schema/postgres/0016_users.sql"),
     },
 ];
 
@@ -452,6 +456,63 @@ impl hearth_store::Store for PgStore {
             .first::<Vec<u8>>(&mut c)
             .await
             .optional()?)
+    }
+
+    async fn user(&self, tenant: &str, name: &str) -> StoreResult<Option<User>> {
+        let mut c = self.conn().await?;
+        Ok(users::table
+            .find((tenant, name))
+            .first::<User>(&mut c)
+            .await
+            .optional()?)
+    }
+
+    async fn save_user(&self, user: User) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::insert_into(users::table)
+            .values(&user)
+            .on_conflict((users::tenant, users::name))
+            .do_update()
+            .set(&user)
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_login_failure(
+        &self,
+        tenant: &str,
+        name: &str,
+        now: i64,
+        max_failures: i32,
+        lock_micros: i64,
+    ) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let row = users::table.find((tenant, name));
+        diesel::update(row)
+            .set((
+                users::failed_logins.eq(users::failed_logins + 1),
+                users::updated_at.eq(now),
+            ))
+            .execute(&mut c)
+            .await?;
+        diesel::update(row.filter(users::failed_logins.ge(max_failures)))
+            .set((
+                users::failed_logins.eq(0),
+                users::locked_until.eq(now + lock_micros),
+            ))
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_login_success(&self, tenant: &str, name: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        diesel::update(users::table.find((tenant, name)))
+            .set(users::failed_logins.eq(0))
+            .execute(&mut c)
+            .await?;
+        Ok(())
     }
 
     async fn delete_export(&self, tenant: &str, id: &str, job: bool) -> StoreResult<()> {

@@ -11,9 +11,9 @@ use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
     CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
-    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, VersionRow, WriteSet,
-    data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
-    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts,
+    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
+    WriteSet, data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
+    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -86,6 +86,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0015_bulk_export",
         sql: include_str!("../../../schema/sqlite/0015_bulk_export.sql"),
+    },
+    Migration {
+        name: "0016_users",
+        sql: include_str!("../../../schema/sqlite/0016_users.sql"),
     },
 ];
 
@@ -513,6 +517,69 @@ impl hearth_store::Store for SqliteStore {
                 .select(export_parts::data)
                 .first::<Vec<u8>>(c)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn user(&self, tenant: &str, name: &str) -> StoreResult<Option<User>> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.with_reader(move |c| {
+            Ok(users::table
+                .find((&tenant, &name))
+                .first::<User>(c)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn save_user(&self, user: User) -> StoreResult<()> {
+        self.with_writer(move |c| {
+            diesel::insert_into(users::table)
+                .values(&user)
+                .on_conflict((users::tenant, users::name))
+                .do_update()
+                .set(&user)
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_login_failure(
+        &self,
+        tenant: &str,
+        name: &str,
+        now: i64,
+        max_failures: i32,
+        lock_micros: i64,
+    ) -> StoreResult<()> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.with_writer(move |c| {
+            let row = users::table.find((&tenant, &name));
+            diesel::update(row)
+                .set((
+                    users::failed_logins.eq(users::failed_logins + 1),
+                    users::updated_at.eq(now),
+                ))
+                .execute(c)?;
+            diesel::update(row.filter(users::failed_logins.ge(max_failures)))
+                .set((
+                    users::failed_logins.eq(0),
+                    users::locked_until.eq(now + lock_micros),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_login_success(&self, tenant: &str, name: &str) -> StoreResult<()> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.with_writer(move |c| {
+            diesel::update(users::table.find((&tenant, &name)))
+                .set(users::failed_logins.eq(0))
+                .execute(c)?;
+            Ok(())
         })
         .await
     }

@@ -371,6 +371,34 @@ pub trait Store: Send + Sync {
         part: i64,
     ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 
+    /// A user by name.
+    fn user(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<schema::User>>> + Send;
+
+    /// Inserts or replaces a user.
+    fn save_user(&self, user: schema::User) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Counts a failed sign-in; the `max_failures`th in a row locks the account
+    /// until `now + lock_micros` and starts the count again.
+    fn record_login_failure(
+        &self,
+        tenant: &str,
+        name: &str,
+        now: i64,
+        max_failures: i32,
+        lock_micros: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Clears the failure count after a successful sign-in.
+    fn record_login_success(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// Removes an export's output (and, with `job`, the job too).
     fn delete_export(
         &self,

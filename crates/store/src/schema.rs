@@ -1036,3 +1036,38 @@ pub struct ExportPart {
     pub part: i64,
     pub data: Vec<u8>,
 }
+
+diesel::table! {
+    users (tenant, name) {
+        tenant -> Text,
+        name -> Text,
+        source -> Text,
+        password_hash -> Nullable<Text>,
+        external_id -> Nullable<Text>,
+        roles -> Text,
+        locked -> Bool,
+        locked_until -> Nullable<BigInt>,
+        failed_logins -> Integer,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+/// A user: of the local credential source (with a password hash), or the
+/// shadow of an external identity (`source` `ldap`/`oidc`, no hash).
+#[derive(Insertable, Queryable, AsChangeset, Clone, Debug, PartialEq, Eq)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+pub struct User {
+    pub tenant: String,
+    pub name: String,
+    pub source: String,
+    pub password_hash: Option<String>,
+    pub external_id: Option<String>,
+    /// Space-separated role names.
+    pub roles: String,
+    pub locked: bool,
+    pub locked_until: Option<i64>,
+    pub failed_logins: i32,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

@@ -40,10 +40,47 @@ fn init() {
     });
 }
 
-/// An HTTP client (after installing the process's TLS provider).
-pub fn http_client() -> reqwest::Client {
+/// The bootstrap administrator's password in every test server.
+pub const ADMIN_PASSWORD: &str = "Test-admin-pw-1";
+
+/// `Authorization` for the bootstrap administrator.
+pub fn admin_authorization() -> String {
+    basic_authorization("admin", ADMIN_PASSWORD)
+}
+
+/// An HTTP Basic `Authorization` header value.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// Default headers that sign every request in as the administrator.
+pub fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        admin_authorization().parse().expect("header"),
+    );
+    headers
+}
+
+/// An HTTP client without credentials (after installing the TLS provider).
+pub fn bare_client() -> reqwest::Client {
     init();
     reqwest::Client::new()
+}
+
+/// An HTTP client signed in as the administrator (after installing the
+/// process's TLS provider).
+pub fn http_client() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .default_headers(admin_headers())
+        .build()
+        .expect("client")
 }
 
 /// A fresh random master key file in `dir`.
@@ -73,6 +110,7 @@ impl TestApp {
         };
         config.http.workers = 1;
         config.database.max_connections = 24;
+        config.security.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
         let database_url = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -133,7 +171,10 @@ impl TestApp {
                 addr.port(),
                 config.http.base_path
             ),
-            client: reqwest::Client::builder().build().expect("client"),
+            client: reqwest::Client::builder()
+                .default_headers(admin_headers())
+                .build()
+                .expect("client"),
             config,
             database_url,
             _dir: dir,

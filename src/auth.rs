@@ -1,0 +1,452 @@
+//! Inbound security: the configured modules that turn a request's credentials
+//! into a [`Principal`], the local user table behind the `basic` module, and
+//! the bootstrap administrator.
+//!
+//! A request with no credentials is anonymous (with the listener's anonymous
+//! permissions, none by default). A request with credentials is either
+//! authenticated by a module of the listener's chain or refused: a module
+//! that cannot answer (its store or directory is down) refuses; nothing
+//! fails open.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_auth_local::{CredentialCache, LocalSource, LocalUser, UserDirectory};
+use hearth_security::{CredentialError, CredentialSource, Permission, Principal, VerifiedUser};
+use hearth_store::Store;
+use hearth_store::schema::User;
+
+use crate::config::{Config, ModuleConfig};
+use crate::store::{AnyStore, DEFAULT_TENANT};
+use crate::time::now_micros;
+
+/// The user table of a tenant, as the local credential source sees it.
+#[derive(Clone)]
+pub struct StoreDirectory {
+    store: AnyStore,
+    tenant: String,
+    max_failures: i32,
+    lock_micros: i64,
+}
+
+impl UserDirectory for StoreDirectory {
+    async fn user(&self, name: &str) -> Result<Option<LocalUser>, String> {
+        let user = self
+            .store
+            .user(&self.tenant, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(user.map(|u| LocalUser {
+            name: u.name,
+            password_hash: u.password_hash,
+            roles: u.roles.split_whitespace().map(str::to_owned).collect(),
+            locked: u.locked,
+            locked_until: u.locked_until,
+            failed_logins: u.failed_logins,
+        }))
+    }
+
+    async fn record_failure(&self, name: &str) -> Result<(), String> {
+        self.store
+            .record_login_failure(
+                &self.tenant,
+                name,
+                now_micros(),
+                self.max_failures,
+                self.lock_micros,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn record_success(&self, name: &str) -> Result<(), String> {
+        self.store
+            .record_login_success(&self.tenant, name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+enum Source {
+    Local(LocalSource<StoreDirectory>),
+    Ldap(Arc<hearth_auth_ldap::LdapSource>),
+}
+
+impl Source {
+    async fn verify(&self, user: &str, password: &str) -> Result<VerifiedUser, CredentialError> {
+        match self {
+            Source::Local(s) => s.verify(user, password).await,
+            Source::Ldap(s) => s.verify(user, password).await,
+        }
+    }
+}
+
+enum ModuleImpl {
+    Basic {
+        source: Source,
+        cache: CredentialCache,
+    },
+}
+
+struct Module {
+    name: String,
+    imp: ModuleImpl,
+}
+
+/// Why a request's credentials were refused (texts safe for logs and audit).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The module that refused, if one recognised the credentials.
+    pub module: Option<String>,
+    /// The user name the caller claimed, when there was one.
+    pub user: Option<String>,
+    pub reason: String,
+    /// A source could not answer: 503 rather than 401.
+    pub unavailable: bool,
+}
+
+/// The modules of one listener's chain, with what they share.
+pub struct Authenticator {
+    chain: Vec<Arc<Module>>,
+    roles: BTreeMap<String, Vec<Permission>>,
+    anonymous: Vec<Permission>,
+    store: AnyStore,
+}
+
+/// Every configured module, built once and shared by the listeners that name it.
+pub struct Modules {
+    by_name: BTreeMap<String, Arc<Module>>,
+    roles: BTreeMap<String, Vec<Permission>>,
+    store: AnyStore,
+}
+
+fn source_is_plaintext(l: &crate::config::LdapModuleConfig) -> bool {
+    l.url.starts_with("ldap://") && !l.starttls
+}
+
+fn parse_permissions(list: &[String]) -> Result<Vec<Permission>, String> {
+    list.iter()
+        .map(|p| p.parse::<Permission>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Modules {
+    pub fn new(config: &Config, store: &AnyStore) -> Result<Modules, String> {
+        let mut roles = BTreeMap::new();
+        for (role, list) in &config.security.roles {
+            roles.insert(role.clone(), parse_permissions(list)?);
+        }
+        let directory = StoreDirectory {
+            store: store.clone(),
+            tenant: DEFAULT_TENANT.to_owned(),
+            max_failures: i32::try_from(config.security.max_failed_logins).unwrap_or(i32::MAX),
+            lock_micros: i64::try_from(config.security.lockout_minutes)
+                .unwrap_or(i64::MAX / 60_000_000)
+                .saturating_mul(60_000_000),
+        };
+        let mut directories = BTreeMap::new();
+        for m in &config.security.modules {
+            if let ModuleConfig::Ldap(l) = m {
+                let source = hearth_auth_ldap::LdapSource::new(l.to_source_config()?)
+                    .map_err(|e| format!("ldap module {}: {e}", l.name))?;
+                if source_is_plaintext(l) {
+                    tracing::warn!(
+                        module = %l.name,
+                        "LDAP without TLS: passwords cross the network in clear; use ldaps:// or starttls"
+                    );
+                }
+                directories.insert(l.name.clone(), Arc::new(source));
+            }
+        }
+        let mut by_name = BTreeMap::new();
+        for m in &config.security.modules {
+            let ModuleConfig::Basic { name, source } = m else {
+                continue;
+            };
+            let source = if source == "local" {
+                Source::Local(LocalSource::new(directory.clone(), now_micros)?)
+            } else {
+                Source::Ldap(
+                    directories
+                        .get(source)
+                        .cloned()
+                        .ok_or_else(|| format!("no ldap module is named {source}"))?,
+                )
+            };
+            let imp = ModuleImpl::Basic {
+                source,
+                cache: CredentialCache::new(Duration::from_secs(
+                    config.security.credential_cache_seconds,
+                ))?,
+            };
+            by_name.insert(
+                name.clone(),
+                Arc::new(Module {
+                    name: name.clone(),
+                    imp,
+                }),
+            );
+            tracing::info!(module = %name, kind = "basic", "security module enabled");
+        }
+        Ok(Modules {
+            by_name,
+            roles,
+            store: store.clone(),
+        })
+    }
+
+    /// The authenticator of a listener: its chain (module names) and the
+    /// permissions of its anonymous callers.
+    pub fn authenticator(
+        &self,
+        chain: &[String],
+        anonymous: &[String],
+    ) -> Result<Authenticator, String> {
+        let chain = chain
+            .iter()
+            .map(|n| {
+                self.by_name
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| format!("no security module is named {n}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Authenticator {
+            chain,
+            roles: self.roles.clone(),
+            anonymous: parse_permissions(anonymous)?,
+            store: self.store.clone(),
+        })
+    }
+
+    /// Forgets remembered credentials of a user (password, lock or role change).
+    pub fn forget_user(&self, name: &str) {
+        for m in self.by_name.values() {
+            match &m.imp {
+                ModuleImpl::Basic { cache, .. } => cache.forget_user(name),
+            }
+        }
+    }
+}
+
+impl Authenticator {
+    /// The principal of a request, from its `Authorization` header.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, Refusal> {
+        let Some(header) = authorization else {
+            return Ok(Principal::anonymous().with_permissions(self.anonymous.iter().cloned()));
+        };
+        for module in &self.chain {
+            match &module.imp {
+                ModuleImpl::Basic { source, cache } => {
+                    let Some((user, password)) = hearth_auth_local::parse_basic(header) else {
+                        continue;
+                    };
+                    if let Some(verified) = cache.get(&user, &password) {
+                        return Ok(self.principal(&verified));
+                    }
+                    return match source.verify(&user, &password).await {
+                        Ok(verified) => {
+                            if verified.source != "local" {
+                                self.shadow(&verified).await.map_err(|e| Refusal {
+                                    module: Some(module.name.clone()),
+                                    user: Some(user.clone()),
+                                    reason: format!(
+                                        "the shadow user row could not be written: {e}"
+                                    ),
+                                    unavailable: true,
+                                })?;
+                            }
+                            cache.put(&user, &password, verified.clone());
+                            Ok(self.principal(&verified))
+                        }
+                        Err(e) => Err(Refusal {
+                            module: Some(module.name.clone()),
+                            user: Some(user),
+                            unavailable: matches!(e, CredentialError::Unavailable(_)),
+                            reason: e.to_string(),
+                        }),
+                    };
+                }
+            }
+        }
+        Err(Refusal {
+            module: None,
+            user: None,
+            reason: "no security module of this listener accepts these credentials".into(),
+            unavailable: false,
+        })
+    }
+
+    /// Whether a module of the chain takes HTTP Basic (for the challenge).
+    pub fn offers_basic(&self) -> bool {
+        self.chain
+            .iter()
+            .any(|m| matches!(m.imp, ModuleImpl::Basic { .. }))
+    }
+
+    /// Keeps a row for a user an external source verified, so audit rows and
+    /// administrators can name them (no password hash: such users cannot
+    /// sign in against the local store).
+    async fn shadow(&self, user: &VerifiedUser) -> Result<(), String> {
+        let now = now_micros();
+        let existing = self
+            .store
+            .user(DEFAULT_TENANT, &user.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = &existing
+            && e.source == "local"
+        {
+            // A local account of the same name stays as it is; the directory's
+            // answer still decides this sign-in.
+            return Ok(());
+        }
+        let roles = user.roles.join(" ");
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.roles == roles && e.external_id == user.external_id)
+        {
+            return Ok(());
+        }
+        self.store
+            .save_user(User {
+                tenant: DEFAULT_TENANT.to_owned(),
+                name: user.name.clone(),
+                source: user.source.to_owned(),
+                password_hash: None,
+                external_id: user.external_id.clone(),
+                roles,
+                locked: false,
+                locked_until: None,
+                failed_logins: 0,
+                created_at: existing.map_or(now, |e| e.created_at),
+                updated_at: now,
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn principal(&self, user: &VerifiedUser) -> Principal {
+        let permissions = user
+            .roles
+            .iter()
+            .filter_map(|r| self.roles.get(r))
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>();
+        let mut p = Principal::user(user.name.clone()).with_permissions(permissions);
+        for r in &user.roles {
+            p = p.with_role(r.clone());
+        }
+        p
+    }
+}
+
+/// Adds or replaces a local user (the password checked against the policy,
+/// administrators' more strictly).
+pub async fn set_local_user(
+    store: &AnyStore,
+    name: &str,
+    password: &str,
+    roles: &[String],
+) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || name.contains(char::is_whitespace)
+        || name.contains(':')
+    {
+        return Err("a user name must be 1-128 characters without spaces or ':'".into());
+    }
+    let admin = roles.iter().any(|r| r == "admin");
+    hearth_auth_local::check_password(password, admin).map_err(str::to_owned)?;
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hearth_auth_local::hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())??;
+    let now = now_micros();
+    let existing = store
+        .user(DEFAULT_TENANT, name)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .save_user(User {
+            tenant: DEFAULT_TENANT.to_owned(),
+            name: name.to_owned(),
+            source: "local".to_owned(),
+            password_hash: Some(hash),
+            external_id: None,
+            roles: roles.join(" "),
+            locked: false,
+            locked_until: None,
+            failed_logins: 0,
+            created_at: existing.map_or(now, |u| u.created_at),
+            updated_at: now,
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Creates the bootstrap administrator `admin` when it does not exist: with
+/// the configured password, or a generated one printed once on standard error.
+pub async fn bootstrap_admin(config: &Config, store: &AnyStore) -> Result<(), String> {
+    if store
+        .user(DEFAULT_TENANT, "admin")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let (password, generated) = match &config.security.bootstrap_admin_password {
+        Some(p) => (p.expose().to_owned(), false),
+        None => (generate_password()?, true),
+    };
+    set_local_user(store, "admin", &password, &["admin".to_owned()]).await?;
+    if generated {
+        // Deliberately not through the log: it is a secret, shown once to
+        // whoever started the server.
+        eprintln!(
+            "\nCreated the administrator `admin` with the password\n\n    {password}\n\n\
+             It is shown only this once. Set HEARTH_BOOTSTRAP_ADMIN_PASSWORD to choose it instead.\n"
+        );
+    }
+    tracing::info!(user = "admin", "created the bootstrap administrator");
+    Ok(())
+}
+
+/// 20 random characters from letters and digits (with at least one of each
+/// kind the administrator policy needs).
+fn generate_password() -> Result<String, String> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let rng = SystemRandom::new();
+    loop {
+        let mut bytes = [0u8; 20];
+        rng.fill(&mut bytes)
+            .map_err(|_| "no randomness for the administrator password".to_owned())?;
+        // 57 symbols: reject bytes that would bias the choice.
+        if bytes.iter().any(|b| usize::from(*b) >= 57 * 4) {
+            continue;
+        }
+        let p: String = bytes
+            .iter()
+            .map(|b| char::from(ALPHABET[usize::from(*b) % 57]))
+            .collect();
+        if hearth_auth_local::check_password(&p, true).is_ok() {
+            return Ok(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_passwords_meet_the_admin_policy() {
+        for _ in 0..20 {
+            let p = super::generate_password().unwrap_or_default();
+            assert_eq!(p.len(), 20);
+            assert!(hearth_auth_local::check_password(&p, true).is_ok());
+        }
+    }
+}

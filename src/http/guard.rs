@@ -1,0 +1,397 @@
+//! The door of the FHIR listener: every request is classified once (what
+//! interaction it is), its caller authenticated by the listener's chain of
+//! security modules, and the access engine (`hearth_security::decide`)
+//! consulted before any handler runs. Deny by default: a path that cannot be
+//! classified is not served.
+//!
+//! Reads are also checked on what they return: unless the caller may read
+//! everything, each resource of a response (a read, the entries of a search,
+//! history or `$everything` Bundle, `_include`d resources, Bundle entries) is
+//! checked with `check_resource`, and hidden when it is not visible.
+
+use actix_web::HttpMessage;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, ResponseError, web};
+use hearth_security::{
+    Decision, Interaction, Narrowing, Ops, Principal, ResourceFacts, TypeSelector,
+};
+
+use super::{AppState, FHIR_JSON};
+use crate::error::{ApiError, ErrorKind};
+use crate::json::{Json, Object};
+
+/// What the guard decided, for handlers that check more (Bundle entries).
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub principal: Principal,
+    pub interaction: Interaction,
+    pub decision: Decision,
+}
+
+fn is_type(s: &str) -> bool {
+    crate::fhir::model::r4().is_resource_type(s)
+}
+
+/// The interaction a request asks for, from its method and its path below
+/// the base path; None for what the FHIR API does not serve.
+pub fn classify(method: &Method, rel: &str) -> Option<Interaction> {
+    let segments: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let op = |s: &str| s.strip_prefix('$').map(str::to_owned);
+    Some(match segments.as_slice() {
+        [] if get => Interaction::search_system(),
+        [] if post => Interaction::transaction(),
+        ["metadata"] if get => Interaction::capabilities(),
+        [".well-known", "smart-configuration"] if get => Interaction::smart_configuration(),
+        ["_history"] if get => Interaction::history_system(),
+        ["_search"] if post => Interaction::search_system(),
+        // Export status and files belong to a job; until jobs record who
+        // started them, only the engine's rule for unknown operations applies.
+        [s, ..] if s.starts_with('$') => Interaction::operation_system(&op(s)?),
+        [t] if is_type(t) => match *method {
+            _ if get => Interaction::search_type(t),
+            Method::POST => Interaction::create(t),
+            Method::PUT | Method::PATCH => Interaction::update_conditional(t),
+            Method::DELETE => Interaction::delete_conditional(t),
+            _ => return None,
+        },
+        [t, "_search"] if post && is_type(t) => Interaction::search_type(t),
+        [t, "_history"] if get && is_type(t) => Interaction::history_type(t),
+        [t, s] if is_type(t) && s.starts_with('$') => Interaction::operation_type(t, &op(s)?),
+        [t, id] if is_type(t) => match *method {
+            _ if get => Interaction::read(t, id),
+            Method::PUT => Interaction::update(t, id),
+            Method::PATCH => Interaction::patch(t, id),
+            Method::DELETE => Interaction::delete(t, id),
+            _ => return None,
+        },
+        [t, id, "_history"] if get && is_type(t) => Interaction::history_instance(t, id),
+        [t, id, "_history", _] if get && is_type(t) => Interaction::vread(t, id),
+        [t, id, s] if is_type(t) && s.starts_with('$') => {
+            Interaction::operation_instance(t, id, &op(s)?)
+        }
+        [c, id, t] if get && is_type(c) && is_type(t) => Interaction::search_compartment(c, id, t),
+        _ => return None,
+    })
+}
+
+fn refuse(kind: ErrorKind, message: impl Into<String>, basic: bool) -> HttpResponse {
+    let mut res = ApiError::new(kind, message).error_response();
+    if kind == ErrorKind::Unauthorized && basic {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Hearth\", charset=\"UTF-8\""),
+        );
+    }
+    res
+}
+
+/// The guard middleware of the FHIR listener.
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(req
+            .into_response(ApiError::internal("no application state").error_response())
+            .map_into_boxed_body());
+    };
+    let base = state.base_path.trim_end_matches('/');
+    let path = req.path();
+    let Some(rel) = path
+        .strip_prefix(base)
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        // Outside the FHIR API: nothing is served there but the 404.
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let interaction = classify(req.method(), rel);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let basic = state.auth.offers_basic();
+    let principal = match state.auth.authenticate(authorization.as_deref()).await {
+        Ok(p) => p,
+        Err(refusal) => {
+            tracing::warn!(
+                module = refusal.module.as_deref().unwrap_or("none"),
+                reason = %refusal.reason,
+                "authentication refused"
+            );
+            let res = if refusal.unavailable {
+                refuse(
+                    ErrorKind::Unavailable,
+                    "authentication is unavailable; try again later",
+                    false,
+                )
+            } else {
+                refuse(ErrorKind::Unauthorized, "authentication failed", basic)
+            };
+            return Ok(req.into_response(res).map_into_boxed_body());
+        }
+    };
+    let Some(interaction) = interaction else {
+        let res = if principal.kind() == hearth_security::PrincipalKind::Anonymous {
+            refuse(ErrorKind::Unauthorized, "authentication required", basic)
+        } else {
+            ApiError::not_found("no such endpoint").error_response()
+        };
+        return Ok(req.into_response(res).map_into_boxed_body());
+    };
+    let anonymous = principal.kind() == hearth_security::PrincipalKind::Anonymous;
+    let describes_server = matches!(
+        interaction.kind,
+        hearth_security::InteractionKind::Capabilities
+            | hearth_security::InteractionKind::SmartConfiguration
+    );
+    // Bundles enter the engine unchecked (their entries are checked one by
+    // one); a caller with no rights at all is asked to sign in instead.
+    if anonymous && principal.permissions().is_empty() && !describes_server {
+        let res = refuse(ErrorKind::Unauthorized, "authentication required", basic);
+        return Ok(req.into_response(res).map_into_boxed_body());
+    }
+    let decision = hearth_security::decide(&principal, &interaction);
+    if let Decision::Deny { reason } = &decision {
+        let res = if anonymous {
+            refuse(ErrorKind::Unauthorized, "authentication required", basic)
+        } else {
+            tracing::info!(reason = %reason, "access denied");
+            refuse(
+                ErrorKind::Forbidden,
+                format!("access denied: {reason}"),
+                basic,
+            )
+        };
+        return Ok(req.into_response(res).map_into_boxed_body());
+    }
+    // Limits the engine puts on an allowed decision (a compartment, a SMART
+    // filter) are applied to what reads return (below). Writes and counts
+    // cannot be checked that way yet, so under such limits they are refused
+    // rather than let through.
+    if let Some(n) = decision.narrowing()
+        && !n.is_unrestricted()
+    {
+        let counting = req
+            .query_string()
+            .split('&')
+            .any(|p| matches!(p, "_summary=count" | "_total=accurate" | "_total=estimate"));
+        let why = if interaction.writes() {
+            Some("writes limited to a compartment or a filter are not supported yet")
+        } else if counting {
+            Some("counts are not available under compartment or filter limits")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let res = refuse(ErrorKind::Forbidden, format!("access denied: {why}"), basic);
+            return Ok(req.into_response(res).map_into_boxed_body());
+        }
+    }
+    // The capability statement and the SMART configuration describe the
+    // server, not data: nothing in them to check.
+    let filter = !describes_server && !reads_everything(&principal);
+    req.extensions_mut().insert(Access {
+        principal: principal.clone(),
+        interaction,
+        decision: decision.clone(),
+    });
+    let res = next.call(req).await?;
+    if !filter {
+        return Ok(res.map_into_boxed_body());
+    }
+    let Some(narrowing) = decision.narrowing().cloned() else {
+        return Ok(res.map_into_boxed_body());
+    };
+    filter_response(res, &principal, &narrowing).await
+}
+
+/// Whether the caller may read every resource, so responses need no check.
+fn reads_everything(principal: &Principal) -> bool {
+    hearth_security::effective_grants(principal)
+        .iter()
+        .any(|g| {
+            g.ops.contains(Ops::READ)
+                && g.types == TypeSelector::All
+                && g.patient.is_none()
+                && g.filter.is_none()
+        })
+}
+
+/// Hides what the caller may not see in a successful FHIR JSON response.
+async fn filter_response(
+    res: ServiceResponse<impl MessageBody + 'static>,
+    principal: &Principal,
+    narrowing: &Narrowing,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let is_fhir_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(FHIR_JSON));
+    if !res.status().is_success() || !is_fhir_json {
+        return Ok(res.map_into_boxed_body());
+    }
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let Ok(bytes) = actix_web::body::to_bytes(body).await else {
+        let e = ApiError::internal("a response body could not be read for access checks");
+        return Ok(ServiceResponse::new(req, e.error_response()));
+    };
+    let Ok(mut json) = crate::json::parse(&bytes) else {
+        return Ok(ServiceResponse::new(
+            req,
+            head.set_body(BoxBody::new(bytes)),
+        ));
+    };
+    let visible = |r: &Json| visible(principal, narrowing, r);
+    let kind = match &json {
+        Json::Object(o) => o
+            .get("resourceType")
+            .and_then(Json::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    let res = match kind.as_deref() {
+        Some("Bundle") => {
+            if let Json::Object(o) = &mut json {
+                filter_bundle(o, &visible);
+            }
+            head.set_body(BoxBody::new(json.to_bytes()))
+        }
+        Some("OperationOutcome") => head.set_body(BoxBody::new(bytes)),
+        _ if visible(&json) => head.set_body(BoxBody::new(bytes)),
+        _ => ApiError::not_found("not found").error_response(),
+    };
+    Ok(ServiceResponse::new(req, res))
+}
+
+/// Removes the entries whose resource is not visible (nested Bundles, as in
+/// batch responses, are filtered too); a total no longer matching goes.
+fn filter_bundle(bundle: &mut Object, visible: &dyn Fn(&Json) -> bool) {
+    let Some(Json::Array(entries)) = bundle
+        .0
+        .iter_mut()
+        .find(|(k, _)| k == "entry")
+        .map(|(_, v)| v)
+    else {
+        return;
+    };
+    let before = entries.len();
+    entries.retain_mut(|entry| {
+        let Json::Object(e) = entry else { return true };
+        let Some(resource) =
+            e.0.iter_mut()
+                .find(|(k, _)| k == "resource")
+                .map(|(_, v)| v)
+        else {
+            return true;
+        };
+        match resource {
+            Json::Object(r) if r.get("resourceType").and_then(Json::as_str) == Some("Bundle") => {
+                filter_bundle(r, visible);
+                true
+            }
+            Json::Object(r)
+                if r.get("resourceType").and_then(Json::as_str) == Some("OperationOutcome") =>
+            {
+                true
+            }
+            r => visible(r),
+        }
+    });
+    if entries.len() != before {
+        bundle.remove("total");
+    }
+}
+
+fn visible(principal: &Principal, narrowing: &Narrowing, resource: &Json) -> bool {
+    let Json::Object(o) = resource else {
+        return false;
+    };
+    let res_type = o.get("resourceType").and_then(Json::as_str).unwrap_or("");
+    let id = o.get("id").and_then(Json::as_str).unwrap_or("");
+    let facts = ResourceFacts::new(res_type, id, patients_of(res_type, resource));
+    hearth_security::check_resource(principal, narrowing, &facts)
+}
+
+/// The patients whose compartment a resource is in (by the R4 Patient
+/// CompartmentDefinition's parameters).
+pub fn patients_of(res_type: &str, resource: &Json) -> Vec<String> {
+    let params = crate::fhir::search_params::r4().compartment_params("Patient", res_type);
+    if params.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = crate::search::extract::extract(resource)
+        .into_iter()
+        .filter(|e| params.contains(&e.param))
+        .filter_map(|e| match e.value {
+            crate::search::extract::IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(id),
+                ..
+            } if t == "Patient" => Some(id),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(method: Method, path: &str) -> Option<String> {
+        classify(&method, path).map(|i| {
+            format!(
+                "{:?} {:?} {:?} {:?}",
+                i.kind, i.res_type, i.id, i.compartment
+            )
+        })
+    }
+
+    #[test]
+    fn classification() {
+        assert!(
+            c(Method::GET, "/metadata")
+                .unwrap()
+                .starts_with("Capabilities")
+        );
+        assert!(c(Method::GET, "/Patient/1").unwrap().starts_with("Read"));
+        assert!(
+            c(Method::GET, "/Patient/1/_history/2")
+                .unwrap()
+                .starts_with("VRead")
+        );
+        assert!(c(Method::PUT, "/Patient/1").unwrap().starts_with("Update"));
+        assert!(c(Method::PATCH, "/Patient/1").unwrap().starts_with("Patch"));
+        assert!(c(Method::DELETE, "/Patient").unwrap().starts_with("Delete"));
+        assert!(c(Method::POST, "/").unwrap().starts_with("Transaction"));
+        assert!(
+            c(Method::GET, "/Patient/1/Observation")
+                .unwrap()
+                .contains("Some((\"Patient\", \"1\"))")
+        );
+        assert!(
+            c(Method::GET, "/Patient/1/$everything")
+                .unwrap()
+                .contains("everything")
+        );
+        assert!(
+            c(Method::GET, "/$export-status/abc")
+                .unwrap()
+                .contains("export-status")
+        );
+        assert_eq!(c(Method::GET, "/NotAType/1"), None);
+        assert_eq!(c(Method::GET, "/Patient/1/x/y/z"), None);
+        assert_eq!(c(Method::POST, "/Patient/1"), None);
+    }
+}

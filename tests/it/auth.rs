@@ -1,0 +1,283 @@
+//! Authentication and access control at the FHIR listener: HTTP Basic against
+//! the local user table (argon2id), the secure default (nothing but the
+//! capability statement without credentials), roles mapped to permissions,
+//! reads checked on what they return (`_include`, compartments), writes and
+//! Bundle entries checked before the store, the password policy and lockout.
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestApp, basic_authorization};
+
+async fn add_user(app: &TestApp, name: &str, password: &str, roles: &[&str]) {
+    let store = hearth::app::open_store(&app.config).unwrap();
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    hearth::auth::set_local_user(&store, name, password, &roles)
+        .await
+        .unwrap();
+}
+
+async fn as_user(
+    app: &TestApp,
+    auth: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, Option<String>) {
+    let mut r = crate::support::bare_client().request(method, app.url(path));
+    if let Some(a) = auth {
+        r = r.header("authorization", a);
+    }
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/fhir+json")
+            .body(b.to_string());
+    }
+    let res = r.send().await.unwrap();
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        challenge,
+    )
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    let mut out: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+async fn access_control(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.security.max_failed_logins = 3;
+        c.security
+            .roles
+            .insert("obs-reader".into(), vec!["read:Observation".into()]);
+        c.security
+            .roles
+            .insert("p1-reader".into(), vec!["read:*@Patient/p1".into()]);
+    })
+    .await;
+    for p in ["p1", "p2"] {
+        assert_eq!(
+            app.put(
+                &format!("Patient/{p}"),
+                json!({"resourceType": "Patient", "id": p}).to_string()
+            )
+            .await
+            .status(),
+            201
+        );
+        app.create(&json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": format!("Patient/{p}")}}))
+            .await;
+    }
+    app.create(&json!({"resourceType": "Organization", "name": "Clinic"}))
+        .await;
+
+    // Without credentials: the capability statement only; a challenge otherwise.
+    let (status, _, _) = as_user(&app, None, reqwest::Method::GET, "metadata", None).await;
+    assert_eq!(status, 200);
+    for (method, path) in [
+        (reqwest::Method::GET, "Patient"),
+        (reqwest::Method::GET, "Patient/p1"),
+        (reqwest::Method::GET, "Patient/p1/$everything"),
+        (reqwest::Method::POST, ""),
+        (reqwest::Method::GET, "_history"),
+        (reqwest::Method::GET, "Nonsense/x/y/z"),
+    ] {
+        let (status, body, challenge) = as_user(&app, None, method.clone(), path, None).await;
+        assert_eq!(status, 401, "{method} {path}");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert_eq!(body["issue"][0]["code"], "login");
+        assert!(challenge.unwrap().starts_with("Basic realm="));
+    }
+
+    // Wrong, unknown, malformed and foreign credentials: 401, never through.
+    for auth in [
+        basic_authorization("admin", "wrong-Password-1"),
+        basic_authorization("nobody", "Some-password-1"),
+        basic_authorization("admin", ""),
+        "Basic !!!".to_owned(),
+        "Bearer abc.def.ghi".to_owned(),
+    ] {
+        let (status, body, _) =
+            as_user(&app, Some(&auth), reqwest::Method::GET, "Patient", None).await;
+        assert_eq!(status, 401, "{auth}");
+        assert_eq!(body["issue"][0]["diagnostics"], "authentication failed");
+        // Even the capability statement refuses bad credentials.
+        let (status, _, _) =
+            as_user(&app, Some(&auth), reqwest::Method::GET, "metadata", None).await;
+        assert_eq!(status, 401);
+    }
+
+    // A reader reads and searches, and may not write (alone or in a Bundle).
+    add_user(&app, "rita", "reader-pw-1", &["reader"]).await;
+    let rita = basic_authorization("rita", "reader-pw-1");
+    let (status, body, _) = as_user(&app, Some(&rita), reqwest::Method::GET, "Patient", None).await;
+    assert_eq!((status, ids(&body).len()), (200, 2));
+    let new_patient = json!({"resourceType": "Patient"});
+    let (status, body, _) = as_user(
+        &app,
+        Some(&rita),
+        reqwest::Method::POST,
+        "Patient",
+        Some(new_patient.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["issue"][0]["code"], "forbidden");
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient/p1"}},
+        {"resource": new_patient, "request": {"method": "POST", "url": "Patient"}}]});
+    let (status, body, _) = as_user(
+        &app,
+        Some(&rita),
+        reqwest::Method::POST,
+        "",
+        Some(tx.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        body["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("Bundle.entry[1]")
+    );
+    let mut batch = tx.clone();
+    batch["type"] = json!("batch");
+    let (status, body, _) =
+        as_user(&app, Some(&rita), reqwest::Method::POST, "", Some(batch)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(body["entry"][1]["response"]["status"], "403");
+    let (_, all, _) = as_user(&app, Some(&rita), reqwest::Method::GET, "Patient", None).await;
+    assert_eq!(ids(&all).len(), 2, "nothing was written");
+
+    // A user who may read Observations only: included Patients are hidden,
+    // Patients themselves refused.
+    add_user(&app, "olga", "olga-pw-12", &["obs-reader"]).await;
+    let olga = basic_authorization("olga", "olga-pw-12");
+    let (status, body, _) = as_user(
+        &app,
+        Some(&olga),
+        reqwest::Method::GET,
+        "Observation?_include=Observation:subject",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let found = ids(&body);
+    assert_eq!(found.len(), 2);
+    assert!(
+        found.iter().all(|i| i.starts_with("Observation/")),
+        "{found:?}"
+    );
+    let (status, _, _) = as_user(&app, Some(&olga), reqwest::Method::GET, "Patient/p1", None).await;
+    assert_eq!(status, 403);
+
+    // A user limited to one patient's compartment sees that patient's data only.
+    add_user(&app, "pia", "pia-pass-1", &["p1-reader"]).await;
+    let pia = basic_authorization("pia", "pia-pass-1");
+    let (status, _, _) = as_user(&app, Some(&pia), reqwest::Method::GET, "Patient/p1", None).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = as_user(&app, Some(&pia), reqwest::Method::GET, "Patient/p2", None).await;
+    assert_eq!(status, 403);
+    let (status, body, _) =
+        as_user(&app, Some(&pia), reqwest::Method::GET, "Observation", None).await;
+    assert_eq!(status, 200);
+    let obs = ids(&body);
+    assert_eq!(obs.len(), 1, "{obs:?}");
+    assert!(body.get("total").is_none());
+    let (status, body, _) = as_user(
+        &app,
+        Some(&pia),
+        reqwest::Method::GET,
+        "Patient/p1/$everything",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(ids(&body).iter().all(|i| i != "Patient/p2"));
+    // Counts would leak what is hidden: refused under a compartment limit.
+    let (status, _, _) = as_user(
+        &app,
+        Some(&pia),
+        reqwest::Method::GET,
+        "Observation?_summary=count",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) =
+        as_user(&app, Some(&pia), reqwest::Method::GET, "Organization", None).await;
+    assert_eq!(status, 403);
+
+    // The password policy (administrators need more).
+    let store = hearth::app::open_store(&app.config).unwrap();
+    for (name, password, roles, expected) in [
+        ("u1", "short1", vec![], "at least 8"),
+        ("u2", "onlyletters", vec![], "digit"),
+        ("u3", "12345678", vec![], "letter"),
+        ("u4", "lowercase1", vec!["admin".to_owned()], "capital"),
+        ("bad name", "Good-pass-1", vec![], "user name"),
+    ] {
+        let e = hearth::auth::set_local_user(&store, name, password, &roles)
+            .await
+            .unwrap_err();
+        assert!(e.contains(expected), "{name}: {e}");
+    }
+
+    // Lockout: three failures in a row lock the account, even for the right password.
+    add_user(&app, "lena", "lena-pass-1", &["reader"]).await;
+    let wrong = basic_authorization("lena", "wrong-pass-1");
+    for _ in 0..3 {
+        let (status, _, _) =
+            as_user(&app, Some(&wrong), reqwest::Method::GET, "Patient", None).await;
+        assert_eq!(status, 401);
+    }
+    let lena = basic_authorization("lena", "lena-pass-1");
+    let (status, _, _) = as_user(&app, Some(&lena), reqwest::Method::GET, "Patient", None).await;
+    assert_eq!(status, 401, "locked");
+    // Others are not affected.
+    let (status, _, _) = as_user(&app, Some(&rita), reqwest::Method::GET, "Patient", None).await;
+    assert_eq!(status, 200);
+    let row = store.user("default", "lena").await.unwrap().unwrap();
+    assert!(row.locked_until.is_some());
+    assert!(row.password_hash.unwrap().starts_with("$argon2id$"));
+}
+
+use hearth_store::Store;
+
+mod access_control {
+    use crate::support::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::access_control(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::access_control(Backend::Postgres).await
+    }
+}
