@@ -1,0 +1,1 @@
+//! OIDC bearer-token validation (to be filled in).
