@@ -158,6 +158,9 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     let started = crate::time::format_instant(crate::time::now_micros());
     Ok(AppState {
         auth: Arc::new(auth),
+        audit: crate::audit::AuditLog::new(service.store().clone(), service.keys()),
+        listener: "fhir".to_owned(),
+        trusted_proxies: config.http.trusted_proxies.clone(),
         service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),
@@ -191,6 +194,7 @@ pub fn http_server(
             .default_service(web::to(http::not_found))
             .wrap(middleware::from_fn(http::guard))
             .wrap(middleware::from_fn(http::xml_responses))
+            .wrap(middleware::from_fn(http::audit_requests))
             .wrap(middleware::from_fn(http::request_context))
     });
     let server = match config.http.workers {

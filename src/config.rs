@@ -159,6 +159,9 @@ pub struct HttpConfig {
     /// Permissions of unauthenticated callers (`read:Patient`, …); none by
     /// default. `/metadata` and `/.well-known/smart-configuration` are always open.
     pub anonymous: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed for the caller's
+    /// address in audit rows; from anyone else it is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -172,6 +175,7 @@ impl Default for HttpConfig {
             workers: 0,
             security: vec!["basic".into()],
             anonymous: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -217,6 +217,9 @@ impl BodyAad<'_> {
 /// Key purposes, as stored.
 pub const DATA: &str = "data";
 pub const SEARCH: &str = "search";
+/// Keys the hash chain of audit rows (HMAC-SHA-256): without the master key,
+/// an edited row cannot be given a matching hash.
+pub const AUDIT: &str = "audit";
 
 /// Length of the keyed hashes kept in the search index.
 pub const SEARCH_HASH_LEN: usize = 16;
@@ -227,6 +230,9 @@ struct TenantKeys {
     keys: HashMap<String, Arc<LessSafeKey>>,
     /// The active search key (keys the hashes of identifying index values).
     search: Option<hmac::Key>,
+    /// Audit chain keys by id, and the active one's id.
+    audit: HashMap<String, hmac::Key>,
+    active_audit: Option<String>,
 }
 
 /// The master key and the unwrapped data keys of every tenant seen so far.
@@ -250,7 +256,7 @@ impl KeyRing {
     /// Loads a tenant's keys, creating the first data and search keys if missing.
     pub async fn load_tenant(&self, store: &impl Store, tenant: &str) -> Result<(), CryptoError> {
         let mut wrapped = store.data_keys(tenant).await?;
-        for purpose in [DATA, SEARCH] {
+        for purpose in [DATA, SEARCH, AUDIT] {
             if !wrapped.iter().any(|k| k.active && k.purpose == purpose) {
                 self.add_key(store, tenant, purpose).await?;
                 wrapped = store.data_keys(tenant).await?;
@@ -262,6 +268,14 @@ impl KeyRing {
             if k.purpose == SEARCH {
                 if k.active {
                     keys.search = Some(hmac::Key::new(hmac::HMAC_SHA256, &raw));
+                }
+                continue;
+            }
+            if k.purpose == AUDIT {
+                keys.audit
+                    .insert(k.key_id.clone(), hmac::Key::new(hmac::HMAC_SHA256, &raw));
+                if k.active {
+                    keys.active_audit = Some(k.key_id.clone());
                 }
                 continue;
             }
@@ -289,7 +303,11 @@ impl KeyRing {
         let raw: [u8; KEY_LEN] = random()?;
         let key_id = format!(
             "{}-{}",
-            if purpose == SEARCH { "sk" } else { "dk" },
+            match purpose {
+                SEARCH => "sk",
+                AUDIT => "ak",
+                _ => "dk",
+            },
             random::<8>()?
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -308,6 +326,10 @@ impl KeyRing {
             let keys = t.entry(tenant.to_owned()).or_default();
             if purpose == SEARCH {
                 keys.search = Some(hmac::Key::new(hmac::HMAC_SHA256, &raw));
+            } else if purpose == AUDIT {
+                keys.audit
+                    .insert(key_id.clone(), hmac::Key::new(hmac::HMAC_SHA256, &raw));
+                keys.active_audit = Some(key_id.clone());
             } else {
                 let key = Arc::new(aead_key(&raw)?);
                 keys.keys.insert(key_id.clone(), key.clone());
@@ -315,6 +337,35 @@ impl KeyRing {
             }
         }
         Ok(key_id)
+    }
+
+    /// The audit chain MAC of `input` under the tenant's audit key `key_id`
+    /// (the active one when None), with the id of the key used.
+    pub fn audit_mac(
+        &self,
+        tenant: &str,
+        key_id: Option<&str>,
+        input: &[u8],
+    ) -> Result<(String, Vec<u8>), CryptoError> {
+        let t = self
+            .tenants
+            .read()
+            .map_err(|_| CryptoError::UnknownKey("key ring poisoned".into()))?;
+        let keys = t
+            .get(tenant)
+            .ok_or_else(|| CryptoError::UnknownKey(format!("no keys for tenant {tenant}")))?;
+        let id = match key_id {
+            Some(id) => id.to_owned(),
+            None => keys
+                .active_audit
+                .clone()
+                .ok_or_else(|| CryptoError::UnknownKey("no audit key".into()))?,
+        };
+        let key = keys
+            .audit
+            .get(&id)
+            .ok_or_else(|| CryptoError::UnknownKey(format!("no audit key {id}")))?;
+        Ok((id, hmac::sign(key, input).as_ref().to_vec()))
     }
 
     /// A keyed hash (HMAC-SHA-256 under the tenant's search key, truncated) of an

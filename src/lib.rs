@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the map.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `hearth` binary: `serve` (default), `migrate`, `check-config`.
+//! The `hearth` binary: `serve` (default), `migrate`, `check-config`, `import`,
+//! `audit verify`.
 
 use std::process::ExitCode;
 
@@ -32,6 +33,18 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit chain: every row present, unedited and in order
+    /// (exit status 1 at the first row that is not).
+    Verify,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +79,11 @@ fn main() -> ExitCode {
         Command::Import { paths, jobs } => {
             return import(config, paths, jobs);
         }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            return actix_web::rt::System::new().block_on(audit_verify(config));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +91,33 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "hearth stopped");
             eprintln!("hearth: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn audit_verify(config: Config) -> ExitCode {
+    let checked = async {
+        let store = app::open_store(&config)?;
+        app::migrate(&store).await?;
+        let keys = hearth::crypto::KeyRing::new(app::master_key(&config)?);
+        keys.load_tenant(&store, hearth::store::DEFAULT_TENANT)
+            .await?;
+        hearth::audit::verify(&store, &keys, hearth::store::DEFAULT_TENANT)
+            .await
+            .map_err(app::StartError::Database)
+    };
+    match checked.await {
+        Ok(hearth::audit::Verdict::Intact { rows }) => {
+            println!("audit chain intact: {rows} rows");
+            ExitCode::SUCCESS
+        }
+        Ok(hearth::audit::Verdict::Broken { seq, reason }) => {
+            println!("audit chain broken at row {seq}: {reason}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            ExitCode::from(2)
         }
     }
 }

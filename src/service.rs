@@ -520,6 +520,10 @@ impl Service {
     }
 
     /// The store, for the bulk import's bookkeeping.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.clone()
+    }
+
     pub fn store(&self) -> &AnyStore {
         &self.store
     }

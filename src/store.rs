@@ -107,6 +107,25 @@ impl Store for AnyStore {
         delegate!(self, s => s.export_part(tenant, job_id, file, part))
     }
 
+    async fn append_audit(
+        &self,
+        event: hearth_store::schema::AuditEvent,
+        seal: impl Fn(&hearth_store::schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String>
+        + Send
+        + 'static,
+    ) -> StoreResult<i64> {
+        delegate!(self, s => s.append_audit(event, seal))
+    }
+
+    async fn audit_events(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<hearth_store::schema::AuditEvent>> {
+        delegate!(self, s => s.audit_events(tenant, after, limit))
+    }
+
     async fn user(
         &self,
         tenant: &str,

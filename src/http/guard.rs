@@ -20,6 +20,7 @@ use hearth_security::{
     Decision, Interaction, Narrowing, Ops, Principal, ResourceFacts, TypeSelector,
 };
 
+use super::audit::AuditFacts;
 use super::{AppState, FHIR_JSON};
 use crate::error::{ApiError, ErrorKind};
 use crate::json::{Json, Object};
@@ -117,6 +118,19 @@ pub async fn guard(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let basic = state.auth.offers_basic();
+    // What the audit row will say; filled in as the guard learns more.
+    let mut facts = AuditFacts {
+        interaction: interaction
+            .as_ref()
+            .map_or_else(|| "unclassified".to_owned(), label),
+        resource: interaction.as_ref().and_then(resource_of),
+        patient: interaction.as_ref().and_then(patient_of),
+        ..AuditFacts::default()
+    };
+    let respond = |req: ServiceRequest, facts: AuditFacts, res: HttpResponse| {
+        req.extensions_mut().insert(facts);
+        Ok(req.into_response(res).map_into_boxed_body())
+    };
     let principal = match state.auth.authenticate(authorization.as_deref()).await {
         Ok(p) => p,
         Err(refusal) => {
@@ -125,6 +139,8 @@ pub async fn guard(
                 reason = %refusal.reason,
                 "authentication refused"
             );
+            facts.user = refusal.user.clone();
+            facts.detail = format!("authentication refused: {}", refusal.reason);
             let res = if refusal.unavailable {
                 refuse(
                     ErrorKind::Unavailable,
@@ -134,18 +150,22 @@ pub async fn guard(
             } else {
                 refuse(ErrorKind::Unauthorized, "authentication failed", basic)
             };
-            return Ok(req.into_response(res).map_into_boxed_body());
+            return respond(req, facts, res);
         }
     };
+    facts.user = principal.user_name().map(str::to_owned);
+    facts.client = principal.client_id().map(str::to_owned);
+    let anonymous = principal.kind() == hearth_security::PrincipalKind::Anonymous;
     let Some(interaction) = interaction else {
-        let res = if principal.kind() == hearth_security::PrincipalKind::Anonymous {
+        let res = if anonymous {
+            facts.detail = "authentication required".into();
             refuse(ErrorKind::Unauthorized, "authentication required", basic)
         } else {
+            facts.detail = "not an endpoint of the FHIR API".into();
             ApiError::not_found("no such endpoint").error_response()
         };
-        return Ok(req.into_response(res).map_into_boxed_body());
+        return respond(req, facts, res);
     };
-    let anonymous = principal.kind() == hearth_security::PrincipalKind::Anonymous;
     let describes_server = matches!(
         interaction.kind,
         hearth_security::InteractionKind::Capabilities
@@ -154,11 +174,13 @@ pub async fn guard(
     // Bundles enter the engine unchecked (their entries are checked one by
     // one); a caller with no rights at all is asked to sign in instead.
     if anonymous && principal.permissions().is_empty() && !describes_server {
+        facts.detail = "authentication required".into();
         let res = refuse(ErrorKind::Unauthorized, "authentication required", basic);
-        return Ok(req.into_response(res).map_into_boxed_body());
+        return respond(req, facts, res);
     }
     let decision = hearth_security::decide(&principal, &interaction);
     if let Decision::Deny { reason } = &decision {
+        facts.detail = format!("access denied: {reason}");
         let res = if anonymous {
             refuse(ErrorKind::Unauthorized, "authentication required", basic)
         } else {
@@ -169,7 +191,7 @@ pub async fn guard(
                 basic,
             )
         };
-        return Ok(req.into_response(res).map_into_boxed_body());
+        return respond(req, facts, res);
     }
     // Limits the engine puts on an allowed decision (a compartment, a SMART
     // filter) are applied to what reads return (below). Writes and counts
@@ -190,13 +212,15 @@ pub async fn guard(
             None
         };
         if let Some(why) = why {
+            facts.detail = format!("access denied: {why}");
             let res = refuse(ErrorKind::Forbidden, format!("access denied: {why}"), basic);
-            return Ok(req.into_response(res).map_into_boxed_body());
+            return respond(req, facts, res);
         }
     }
     // The capability statement and the SMART configuration describe the
     // server, not data: nothing in them to check.
     let filter = !describes_server && !reads_everything(&principal);
+    req.extensions_mut().insert(facts);
     req.extensions_mut().insert(Access {
         principal: principal.clone(),
         interaction,
@@ -210,6 +234,57 @@ pub async fn guard(
         return Ok(res.map_into_boxed_body());
     };
     filter_response(res, &principal, &narrowing).await
+}
+
+/// A short name of an interaction for the audit log (`read`, `search-type`,
+/// `operation:everything`, …).
+pub fn label(i: &Interaction) -> String {
+    use hearth_security::{HistoryLevel, InteractionKind as K, OperationLevel};
+    match &i.kind {
+        K::Read => "read".into(),
+        K::VRead => "vread".into(),
+        K::History(HistoryLevel::Instance) => "history-instance".into(),
+        K::History(HistoryLevel::Type) => "history-type".into(),
+        K::History(HistoryLevel::System) => "history-system".into(),
+        K::SearchType if i.compartment.is_some() => "search-compartment".into(),
+        K::SearchType => "search-type".into(),
+        K::SearchSystem => "search-system".into(),
+        K::Create => "create".into(),
+        K::Update if i.id.is_none() => "update-conditional".into(),
+        K::Update => "update".into(),
+        K::Patch => "patch".into(),
+        K::Delete if i.id.is_none() => "delete-conditional".into(),
+        K::Delete => "delete".into(),
+        K::Capabilities => "capabilities".into(),
+        K::SmartConfiguration => "smart-configuration".into(),
+        K::Transaction => "transaction".into(),
+        K::Batch => "batch".into(),
+        K::Operation { name, level } => format!(
+            "operation:{name}{}",
+            match level {
+                OperationLevel::System => "",
+                OperationLevel::Type => "@type",
+                OperationLevel::Instance => "@instance",
+            }
+        ),
+        K::Admin(area) => format!("admin:{area}"),
+    }
+}
+
+fn resource_of(i: &Interaction) -> Option<String> {
+    match (&i.res_type, &i.id) {
+        (Some(t), Some(id)) => Some(format!("{t}/{id}")),
+        (Some(t), None) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn patient_of(i: &Interaction) -> Option<String> {
+    match (&i.compartment, i.res_type.as_deref(), &i.id) {
+        (Some((c, id)), _, _) if c == "Patient" => Some(id.clone()),
+        (_, Some("Patient"), Some(id)) => Some(id.clone()),
+        _ => None,
+    }
 }
 
 /// Whether the caller may read every resource, so responses need no check.

@@ -3,6 +3,7 @@
 //! Handlers are adapters, one file per interaction: extract, call the service,
 //! respond.
 
+mod audit;
 mod bundle;
 mod create;
 mod delete;
@@ -17,6 +18,7 @@ mod update;
 mod validate;
 mod xml;
 
+pub use audit::{RequestId, audit_requests};
 pub use guard::{Access, guard};
 pub use xml::xml_responses;
 
@@ -29,7 +31,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
 use futures_util::StreamExt;
 use tracing::Instrument;
 
@@ -62,6 +64,12 @@ pub struct AppState {
     pub export_part_bytes: usize,
     /// The FHIR listener's security modules (`http.security`).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    /// Where every request's audit row goes.
+    pub audit: crate::audit::AuditLog,
+    /// The listener's name in audit rows.
+    pub listener: String,
+    /// Proxies whose `X-Forwarded-For` names the caller (`http.trusted_proxies`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Registers the FHIR routes under the base path.
@@ -598,6 +606,8 @@ pub async fn request_context(
     };
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    req.extensions_mut()
+        .insert(audit::RequestId(request_id.clone()));
     let span = tracing::info_span!("request", request_id = %request_id);
     let mut res = next.call(req).instrument(span).await?;
     let status = res.status().as_u16();

@@ -14,10 +14,11 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 
 use futures_util::FutureExt;
 use hearth_store::schema::{
-    CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
+    AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
     NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
-    WriteSet, data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
-    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts, users,
+    WriteSet, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
+    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
+    text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -98,6 +99,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0016_users",
         sql: include_str!("../../../schema/postgres/0016_users.sql"),
     },
+    Migration {
+        name: "0017_audit",
+        sql: include_str!("../../../schema/postgres/0017_audit.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators (several nodes starting at once).
@@ -177,6 +182,17 @@ impl PgStore {
     async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
         self.pool.get().await.map_err(StoreError::unavailable)
     }
+}
+
+/// Advisory lock keys of the audit chains (one per tenant, mixed with a hash
+/// of its name), apart from the migration lock.
+const AUDIT_LOCK_BASE: i64 = 0x4845_4152_5448_0000;
+
+/// FNV-1a, 32 bits: a stable small hash of a tenant name for its lock key.
+fn fnv32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 async fn migrate(c: &mut AsyncPgConnection) -> StoreResult<Vec<String>> {
@@ -456,6 +472,55 @@ impl hearth_store::Store for PgStore {
             .first::<Vec<u8>>(&mut c)
             .await
             .optional()?)
+    }
+
+    async fn append_audit(
+        &self,
+        mut event: AuditEvent,
+        seal: impl Fn(&AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
+    ) -> StoreResult<i64> {
+        let mut c = self.conn().await?;
+        // One lock per tenant's chain, held to the end of the transaction.
+        let lock = AUDIT_LOCK_BASE ^ i64::from(fnv32(event.tenant.as_bytes()));
+        c.transaction::<_, StoreError, _>(async move |c| {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock})"))
+                .execute(c)
+                .await?;
+            let last: Option<(i64, Vec<u8>)> = audit_events::table
+                .filter(audit_events::tenant.eq(&event.tenant))
+                .order(audit_events::seq.desc())
+                .select((audit_events::seq, audit_events::hash))
+                .first(c)
+                .await
+                .optional()?;
+            let (seq, prev) = last.map_or((1, Vec::new()), |(s, h)| (s + 1, h));
+            event.seq = seq;
+            let (key_id, hash) = seal(&event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
+            event.key_id = key_id;
+            event.hash = hash;
+            diesel::insert_into(audit_events::table)
+                .values(&event)
+                .execute(c)
+                .await?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn audit_events(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let mut c = self.conn().await?;
+        Ok(audit_events::table
+            .filter(audit_events::tenant.eq(tenant))
+            .filter(audit_events::seq.gt(after))
+            .order(audit_events::seq.asc())
+            .limit(limit)
+            .load(&mut c)
+            .await?)
     }
 
     async fn user(&self, tenant: &str, name: &str) -> StoreResult<Option<User>> {

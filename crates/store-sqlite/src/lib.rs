@@ -10,10 +10,11 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
-    CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
+    AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
     NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
-    WriteSet, data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
-    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts, users,
+    WriteSet, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
+    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
+    text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -90,6 +91,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0016_users",
         sql: include_str!("../../../schema/sqlite/0016_users.sql"),
+    },
+    Migration {
+        name: "0017_audit",
+        sql: include_str!("../../../schema/sqlite/0017_audit.sql"),
     },
 ];
 
@@ -517,6 +522,53 @@ impl hearth_store::Store for SqliteStore {
                 .select(export_parts::data)
                 .first::<Vec<u8>>(c)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        mut event: AuditEvent,
+        seal: impl Fn(&AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
+    ) -> StoreResult<i64> {
+        self.with_writer(move |c| {
+            // IMMEDIATE: the write lock is taken before the last row is read,
+            // so another process appending cannot fork the chain.
+            c.immediate_transaction::<_, StoreError, _>(|c| {
+                let last: Option<(i64, Vec<u8>)> = audit_events::table
+                    .filter(audit_events::tenant.eq(&event.tenant))
+                    .order(audit_events::seq.desc())
+                    .select((audit_events::seq, audit_events::hash))
+                    .first(c)
+                    .optional()?;
+                let (seq, prev) = last.map_or((1, Vec::new()), |(s, h)| (s + 1, h));
+                event.seq = seq;
+                let (key_id, hash) = seal(&event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
+                event.key_id = key_id;
+                event.hash = hash;
+                diesel::insert_into(audit_events::table)
+                    .values(&event)
+                    .execute(c)?;
+                Ok(seq)
+            })
+        })
+        .await
+    }
+
+    async fn audit_events(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let tenant = tenant.to_owned();
+        self.with_reader(move |c| {
+            Ok(audit_events::table
+                .filter(audit_events::tenant.eq(&tenant))
+                .filter(audit_events::seq.gt(after))
+                .order(audit_events::seq.asc())
+                .limit(limit)
+                .load(c)?)
         })
         .await
     }

@@ -371,6 +371,24 @@ pub trait Store: Send + Sync {
         part: i64,
     ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 
+    /// Appends an audit row to the tenant's chain: under a lock, the store
+    /// assigns `seq` (one more than the last) and calls `seal` with the row and
+    /// the last row's hash (empty for the first), which gives `(key_id, hash)`.
+    /// Appends never interleave, so the chain has no forks.
+    fn append_audit(
+        &self,
+        event: schema::AuditEvent,
+        seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
+
+    /// Audit rows of a tenant with `seq > after`, in order, at most `limit`.
+    fn audit_events(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> impl Future<Output = StoreResult<Vec<schema::AuditEvent>>> + Send;
+
     /// A user by name.
     fn user(
         &self,

@@ -1071,3 +1071,92 @@ pub struct User {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+diesel::table! {
+    audit_events (tenant, seq) {
+        tenant -> Text,
+        seq -> BigInt,
+        recorded_at -> BigInt,
+        listener -> Text,
+        request_id -> Text,
+        user_name -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        source_addr -> Text,
+        method -> Text,
+        interaction -> Text,
+        resource -> Nullable<Text>,
+        patient -> Nullable<Text>,
+        status -> Integer,
+        detail -> Text,
+        key_id -> Text,
+        hash -> Binary,
+    }
+}
+
+/// An audit row: one request, its caller, what it touched, its outcome, and
+/// its link in the tenant's hash chain (`seq`, `hash` and `key_id` are set by
+/// the store when the row is appended).
+#[derive(Insertable, Queryable, Clone, Debug, PartialEq, Eq)]
+#[diesel(table_name = audit_events)]
+pub struct AuditEvent {
+    pub tenant: String,
+    pub seq: i64,
+    pub recorded_at: i64,
+    pub listener: String,
+    pub request_id: String,
+    pub user_name: Option<String>,
+    pub client_id: Option<String>,
+    pub source_addr: String,
+    pub method: String,
+    pub interaction: String,
+    /// `Type/id` or `Type/id/_history/version`, when the request named one.
+    pub resource: Option<String>,
+    /// The patient whose compartment the request touched, when known.
+    pub patient: Option<String>,
+    /// The HTTP status answered.
+    pub status: i32,
+    /// A short reason (no resource content).
+    pub detail: String,
+    pub key_id: String,
+    pub hash: Vec<u8>,
+}
+
+impl AuditEvent {
+    /// The bytes the chain MAC covers: every field but `hash` and `key_id`
+    /// (the key is named, not covered), and the previous row's hash (`prev`,
+    /// empty for the first row), each length-prefixed so no two rows share an
+    /// encoding.
+    pub fn chain_input(&self, prev: &[u8]) -> Vec<u8> {
+        fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        fn opt(out: &mut Vec<u8>, v: Option<&str>) {
+            match v {
+                None => out.push(0),
+                Some(s) => {
+                    out.push(1);
+                    field(out, s.as_bytes());
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"hearth-audit-v1");
+        field(&mut out, self.tenant.as_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.recorded_at.to_be_bytes());
+        field(&mut out, self.listener.as_bytes());
+        field(&mut out, self.request_id.as_bytes());
+        opt(&mut out, self.user_name.as_deref());
+        opt(&mut out, self.client_id.as_deref());
+        field(&mut out, self.source_addr.as_bytes());
+        field(&mut out, self.method.as_bytes());
+        field(&mut out, self.interaction.as_bytes());
+        opt(&mut out, self.resource.as_deref());
+        opt(&mut out, self.patient.as_deref());
+        out.extend_from_slice(&self.status.to_be_bytes());
+        field(&mut out, self.detail.as_bytes());
+        field(&mut out, prev);
+        out
+    }
+}

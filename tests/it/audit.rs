@@ -1,0 +1,235 @@
+//! The audit log: every request (allowed, refused, unauthenticated, malformed,
+//! unknown) leaves exactly one row with its caller, source, interaction and
+//! status; the rows form an HMAC chain that `hearth audit verify` checks, and
+//! an edited or deleted row is found.
+
+use std::process::Command;
+
+use hearth_store::Store;
+use serde_json::json;
+
+use crate::support::{Backend, TestApp, basic_authorization};
+
+/// Who (an `Authorization`), method, URL, body, content type, expected status.
+type Step<'a> = (Option<&'a str>, &'a str, String, Option<String>, &'a str, u16);
+
+fn verify(app: &TestApp) -> (bool, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HEARTH_DATA_DIR", &app.config.data_dir)
+        .env("HEARTH_LOG", "error")
+        .args(["audit", "verify"]);
+    if let Some(url) = &app.database_url {
+        c.env("HEARTH_DATABASE_URL", url).env(
+            "HEARTH_MASTER_KEY_FILE",
+            app.config.crypto.master_key_file.as_ref().unwrap(),
+        );
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn audit_log(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store = hearth::app::open_store(&app.config).unwrap();
+    hearth::auth::set_local_user(&store, "rita", "reader-pw-1", &["reader".into()])
+        .await
+        .unwrap();
+    let admin = crate::support::admin_authorization();
+    let rita = basic_authorization("rita", "reader-pw-1");
+    let wrong = basic_authorization("admin", "Not-the-password-1");
+    let patient = json!({"resourceType": "Patient", "name": [{"family": "Audit"}]}).to_string();
+    let forbidden_tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}]})
+    .to_string();
+    let root = app.base.trim_end_matches("/fhir").to_owned();
+
+    let client = crate::support::bare_client();
+    let send = |auth: Option<&str>, method: &str, url: String, body: Option<String>, ct: &str| {
+        let mut r = client.request(method.parse().unwrap(), url);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", ct).body(b);
+        }
+        r.send()
+    };
+    let json_ct = "application/fhir+json";
+    // (who, method, url, body, content type, expected status)
+    let created = send(
+        Some(&admin),
+        "POST",
+        app.url("Patient"),
+        Some(patient.clone()),
+        json_ct,
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let id = location.split('/').rev().nth(2).unwrap().to_owned();
+    let steps: Vec<Step> = vec![
+        (None, "GET", app.url("metadata"), None, json_ct, 200),
+        (None, "GET", app.url("Patient"), None, json_ct, 401),
+        (Some(&wrong), "GET", app.url("Patient"), None, json_ct, 401),
+        (
+            Some(&admin),
+            "POST",
+            app.url("Patient"),
+            Some("{not json".into()),
+            json_ct,
+            400,
+        ),
+        (
+            Some(&admin),
+            "GET",
+            app.url("Patient/nobody"),
+            None,
+            json_ct,
+            404,
+        ),
+        (
+            Some(&rita),
+            "POST",
+            app.url("Patient"),
+            Some(patient.clone()),
+            json_ct,
+            403,
+        ),
+        (
+            Some(&rita),
+            "GET",
+            app.url(&format!("Patient/{id}")),
+            None,
+            json_ct,
+            200,
+        ),
+        (
+            Some(&rita),
+            "POST",
+            app.url(""),
+            Some(forbidden_tx),
+            json_ct,
+            403,
+        ),
+        (
+            Some(&admin),
+            "GET",
+            app.url("Nonsense/x/y/z"),
+            None,
+            json_ct,
+            404,
+        ),
+        (
+            Some(&admin),
+            "PUT",
+            app.url("Patient/x1"),
+            Some("<Patient xmlns=\"http://hl7.org/fhir\"><id value=\"x1\"></Patient>".into()),
+            "application/fhir+xml",
+            400,
+        ),
+        (Some(&admin), "GET", app.url("_history"), None, json_ct, 200),
+        (
+            Some(&admin),
+            "GET",
+            format!("{root}/elsewhere"),
+            None,
+            json_ct,
+            404,
+        ),
+        (
+            Some(&admin),
+            "DELETE",
+            app.url(&format!("Patient/{id}")),
+            None,
+            json_ct,
+            204,
+        ),
+    ];
+    let n = steps.len() + 1; // and the create above
+    for (auth, method, url, body, ct, expected) in &steps {
+        let res = send(*auth, method, url.clone(), body.clone(), ct)
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), *expected, "{method} {url}");
+    }
+
+    let rows = store.audit_events("default", 0, 1000).await.unwrap();
+    assert_eq!(rows.len(), n, "one row per request");
+    let statuses: Vec<u16> = rows.iter().map(|r| r.status as u16).collect();
+    let mut expected: Vec<u16> = vec![201];
+    expected.extend(steps.iter().map(|s| s.5));
+    assert_eq!(statuses, expected);
+    assert!(rows.iter().all(|r| r.source_addr == "127.0.0.1"));
+    assert!(rows.iter().all(|r| !r.request_id.is_empty()));
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "request ids are distinct");
+    assert_eq!(rows[0].user_name.as_deref(), Some("admin"));
+    assert_eq!(rows[0].interaction, "create");
+    assert_eq!(
+        rows[0].resource.as_deref(),
+        Some(format!("Patient/{id}/_history/1").as_str())
+    );
+    assert_eq!(rows[1].interaction, "capabilities");
+    assert_eq!(rows[2].user_name, None);
+    assert_eq!(
+        rows[3].user_name.as_deref(),
+        Some("admin"),
+        "the claimed name"
+    );
+    assert!(rows[3].detail.contains("authentication refused"));
+    assert_eq!(rows[6].user_name.as_deref(), Some("rita"));
+    assert!(rows[6].detail.contains("access denied"));
+    assert_eq!(rows[7].patient.as_deref(), Some(id.as_str()));
+    assert!(rows[8].detail.contains("Bundle.entry[0]") || rows[8].status == 403);
+    assert_eq!(rows[12].interaction, "unclassified");
+    assert_eq!(rows[13].interaction, "delete");
+    // No resource content in any row.
+    for r in &rows {
+        assert!(!format!("{r:?}").contains("Audit\""), "{r:?}");
+    }
+
+    let (ok, out) = verify(&app);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("intact: {n} rows")), "{out}");
+
+    // An edited row is found, and the chain is whole again once it is put back.
+    app.execute_sql("UPDATE audit_events SET status = 200 WHERE seq = 3")
+        .await;
+    let (ok, out) = verify(&app);
+    assert!(!ok);
+    assert!(out.contains("broken at row 3"), "{out}");
+    app.execute_sql("UPDATE audit_events SET status = 401 WHERE seq = 3")
+        .await;
+    assert!(verify(&app).0);
+    // So is a deleted one.
+    app.execute_sql("DELETE FROM audit_events WHERE seq = 5")
+        .await;
+    let (ok, out) = verify(&app);
+    assert!(!ok);
+    assert!(
+        out.contains("broken at row 5") && out.contains("missing"),
+        "{out}"
+    );
+}
+
+mod audit_log {
+    use crate::support::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::audit_log(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::audit_log(Backend::Postgres).await
+    }
+}
