@@ -133,3 +133,204 @@ pub async fn verify(store: &AnyStore, keys: &KeyRing, tenant: &str) -> Result<Ve
         }
     }
 }
+
+/// An audit row as a FHIR `AuditEvent` in the shape of IHE Basic Audit Log
+/// Patterns (BALP): a RESTful event with its interaction as subtype, the user
+/// (and client) as the requesting agent with the network address, the server
+/// as source, and the resource, the patient and the request id as entities.
+pub fn to_fhir(row: &AuditEvent) -> crate::json::Json {
+    use crate::json::{Json, Object};
+    fn coding(system: &str, code: &str) -> Json {
+        let mut c = Object::default();
+        c.push("system", Json::string(system));
+        c.push("code", Json::string(code));
+        Json::Object(c)
+    }
+    fn object(members: Vec<(&str, Json)>) -> Json {
+        let mut o = Object::default();
+        for (k, v) in members {
+            o.push(k, v);
+        }
+        Json::Object(o)
+    }
+    let restful = row.interaction.split(':').next().unwrap_or("");
+    let (action, profile) = match restful {
+        "create" => ("C", "Create"),
+        "update" | "update-conditional" | "patch" => ("U", "Update"),
+        "delete" | "delete-conditional" => ("D", "Delete"),
+        "search-type" | "search-system" | "search-compartment" => ("E", "Query"),
+        "operation" | "transaction" | "batch" | "unclassified" => ("E", ""),
+        _ => ("R", "Read"),
+    };
+    let subtype = match restful {
+        "search-compartment" => "search-type",
+        "update-conditional" => "update",
+        "delete-conditional" => "delete",
+        "smart-configuration" | "unclassified" | "admin" => "",
+        other => other,
+    };
+    let outcome = match row.status {
+        s if s < 400 => "0",
+        s if s < 500 => "4",
+        _ => "8",
+    };
+    let mut e = Object::default();
+    e.push("resourceType", Json::string("AuditEvent"));
+    e.push("id", Json::string(row.seq.to_string()));
+    if !profile.is_empty() {
+        e.push(
+            "meta",
+            object(vec![(
+                "profile",
+                Json::Array(vec![Json::string(format!(
+                    "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.{profile}"
+                ))]),
+            )]),
+        );
+    }
+    e.push(
+        "type",
+        coding(
+            "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "rest",
+        ),
+    );
+    if !subtype.is_empty() {
+        e.push(
+            "subtype",
+            Json::Array(vec![coding(
+                "http://hl7.org/fhir/restful-interaction",
+                subtype,
+            )]),
+        );
+    }
+    e.push("action", Json::string(action));
+    e.push(
+        "recorded",
+        Json::string(crate::time::format_instant(row.recorded_at)),
+    );
+    e.push("outcome", Json::string(outcome));
+    let mut desc = format!("{} {}", row.status, row.interaction);
+    if !row.detail.is_empty() {
+        desc.push_str(": ");
+        desc.push_str(&row.detail);
+    }
+    e.push("outcomeDesc", Json::string(desc));
+    let mut agents = Vec::new();
+    let network = object(vec![
+        ("address", Json::string(row.source_addr.clone())),
+        ("type", Json::string("2")),
+    ]);
+    let who = match (&row.user_name, &row.client_id) {
+        (Some(u), _) => object(vec![(
+            "identifier",
+            object(vec![("value", Json::string(u.clone()))]),
+        )]),
+        (None, Some(c)) => object(vec![(
+            "identifier",
+            object(vec![("value", Json::string(c.clone()))]),
+        )]),
+        (None, None) => object(vec![("display", Json::string("anonymous"))]),
+    };
+    agents.push(object(vec![
+        (
+            "type",
+            object(vec![(
+                "coding",
+                Json::Array(vec![coding(
+                    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "IRCP",
+                )]),
+            )]),
+        ),
+        ("who", who),
+        ("requestor", Json::Bool(true)),
+        ("network", network),
+    ]));
+    if let (Some(_), Some(client)) = (&row.user_name, &row.client_id) {
+        agents.push(object(vec![
+            (
+                "who",
+                object(vec![(
+                    "identifier",
+                    object(vec![("value", Json::string(client.clone()))]),
+                )]),
+            ),
+            ("requestor", Json::Bool(false)),
+        ]));
+    }
+    agents.push(object(vec![
+        (
+            "type",
+            object(vec![(
+                "coding",
+                Json::Array(vec![coding(
+                    "http://dicom.nema.org/resources/ontology/DCM",
+                    "110153",
+                )]),
+            )]),
+        ),
+        ("who", object(vec![("display", Json::string("Hearth"))])),
+        ("requestor", Json::Bool(false)),
+    ]));
+    e.push("agent", Json::Array(agents));
+    e.push(
+        "source",
+        object(vec![
+            ("site", Json::string(row.listener.clone())),
+            (
+                "observer",
+                object(vec![("display", Json::string("Hearth"))]),
+            ),
+            (
+                "type",
+                Json::Array(vec![coding(
+                    "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "4",
+                )]),
+            ),
+        ]),
+    );
+    let mut entities = Vec::new();
+    if let Some(p) = &row.patient {
+        entities.push(object(vec![
+            (
+                "what",
+                object(vec![("reference", Json::string(format!("Patient/{p}")))]),
+            ),
+            (
+                "role",
+                coding("http://terminology.hl7.org/CodeSystem/object-role", "1"),
+            ),
+        ]));
+    }
+    if let Some(r) = &row.resource
+        && r.contains('/')
+    {
+        entities.push(object(vec![
+            ("what", object(vec![("reference", Json::string(r.clone()))])),
+            (
+                "role",
+                coding("http://terminology.hl7.org/CodeSystem/object-role", "4"),
+            ),
+        ]));
+    }
+    entities.push(object(vec![
+        (
+            "what",
+            object(vec![(
+                "identifier",
+                object(vec![("value", Json::string(row.request_id.clone()))]),
+            )]),
+        ),
+        (
+            "type",
+            coding(
+                "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
+                "XrequestId",
+            ),
+        ),
+    ]));
+    e.push("entity", Json::Array(entities));
+    Json::Object(e)
+}

@@ -45,6 +45,8 @@ pub fn classify(method: &Method, rel: &str) -> Option<Interaction> {
     let post = *method == Method::POST;
     let op = |s: &str| s.strip_prefix('$').map(str::to_owned);
     Some(match segments.as_slice() {
+        // The audit log is administration, whatever is asked of it.
+        ["AuditEvent", ..] => Interaction::admin(hearth_security::AdminArea::Audit),
         [] if get => Interaction::search_system(),
         [] if post => Interaction::transaction(),
         ["metadata"] if get => Interaction::capabilities(),
@@ -219,7 +221,8 @@ pub async fn guard(
     }
     // The capability statement and the SMART configuration describe the
     // server, not data: nothing in them to check.
-    let filter = !describes_server && !reads_everything(&principal);
+    let administers = matches!(interaction.kind, hearth_security::InteractionKind::Admin(_));
+    let filter = !describes_server && !administers && !reads_everything(&principal);
     req.extensions_mut().insert(facts);
     req.extensions_mut().insert(Access {
         principal: principal.clone(),

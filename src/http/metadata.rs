@@ -89,12 +89,61 @@ fn codes(key: &str, items: &[&str]) -> Json {
     )
 }
 
+/// `AuditEvent` is the server's audit log: read and searched (with the
+/// `admin:audit` permission), never written by clients.
+fn audit_event_resource() -> Json {
+    let mut r = Object::default();
+    r.push("type", Json::string("AuditEvent"));
+    r.push(
+        "profile",
+        Json::string("https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"),
+    );
+    r.push("interaction", codes("code", &["read", "search-type"]));
+    r.push(
+        "documentation",
+        Json::string("The server's audit log (IHE BALP shape); requires the admin:audit permission; written by the server only."),
+    );
+    let params = [
+        ("date", "date"),
+        ("patient", "reference"),
+        ("entity", "reference"),
+        ("altid", "token"),
+        ("outcome", "token"),
+        ("subtype", "token"),
+        ("action", "token"),
+    ];
+    r.push(
+        "searchParam",
+        Json::Array(
+            params
+                .iter()
+                .map(|(name, kind)| {
+                    let mut o = Object::default();
+                    o.push("name", Json::string(*name));
+                    o.push(
+                        "definition",
+                        Json::string(format!(
+                            "http://hl7.org/fhir/SearchParameter/AuditEvent-{name}"
+                        )),
+                    );
+                    o.push("type", Json::string(*kind));
+                    Json::Object(o)
+                })
+                .collect(),
+        ),
+    );
+    Json::Object(r)
+}
+
 /// An honest CapabilityStatement: only the interactions that are implemented.
 pub fn capability_statement(date: &str, delete_multiple: bool) -> Vec<u8> {
     let resources = model::r4()
         .resource_types()
         .iter()
         .map(|t| {
+            if *t == "AuditEvent" {
+                return audit_event_resource();
+            }
             let mut r = Object::default();
             r.push("type", Json::string(*t));
             r.push(

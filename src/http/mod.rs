@@ -4,6 +4,7 @@
 //! respond.
 
 mod audit;
+mod audit_events;
 mod bundle;
 mod create;
 mod delete;
@@ -168,6 +169,17 @@ pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
         .service(
             web::resource("/Patient/{id}/$everything")
                 .route(web::get().to(search::everything))
+                .default_service(method_not_allowed()),
+        )
+        // The audit log (read-only; the guard asks for admin:audit).
+        .service(
+            web::resource("/AuditEvent")
+                .route(web::get().to(audit_events::search))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/AuditEvent/{id}")
+                .route(web::get().to(audit_events::read))
                 .default_service(method_not_allowed()),
         )
         .service(

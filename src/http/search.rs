@@ -46,7 +46,7 @@ fn strict(req: &HttpRequest) -> bool {
         })
 }
 
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

@@ -11,7 +11,14 @@ use serde_json::json;
 use crate::support::{Backend, TestApp, basic_authorization};
 
 /// Who (an `Authorization`), method, URL, body, content type, expected status.
-type Step<'a> = (Option<&'a str>, &'a str, String, Option<String>, &'a str, u16);
+type Step<'a> = (
+    Option<&'a str>,
+    &'a str,
+    String,
+    Option<String>,
+    &'a str,
+    u16,
+);
 
 fn verify(app: &TestApp) -> (bool, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
@@ -199,6 +206,82 @@ async fn audit_log(backend: Backend) {
     let (ok, out) = verify(&app);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("intact: {n} rows")), "{out}");
+
+    // The log as FHIR AuditEvents (IHE BALP): for auditors only.
+    let (status, _) = crate::support::json(
+        send(Some(&rita), "GET", app.url("AuditEvent"), None, json_ct)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, page) = crate::support::json(app.get("AuditEvent?_count=5").await).await;
+    assert_eq!(status, 200);
+    let entries = page["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 5);
+    let first = &entries[0]["resource"];
+    assert_eq!(first["resourceType"], "AuditEvent");
+    assert_eq!(first["id"], "1");
+    assert_eq!(first["action"], "C");
+    assert_eq!(first["outcome"], "0");
+    assert_eq!(first["subtype"][0]["code"], "create");
+    assert_eq!(first["agent"][0]["who"]["identifier"]["value"], "admin");
+    assert_eq!(first["agent"][0]["network"]["address"], "127.0.0.1");
+    assert_eq!(
+        first["entity"][0]["what"]["reference"],
+        format!("Patient/{id}/_history/1")
+    );
+    let next = page["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, page2) = crate::support::json(app.client.get(&next).send().await.unwrap()).await;
+    assert_eq!(page2["entry"][0]["resource"]["id"], "6");
+    let (_, ritas) = crate::support::json(app.get("AuditEvent?altid=rita").await).await;
+    let outcomes: Vec<&str> = ritas["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["4", "0", "4", "4"],
+        "refused, read, refused tx, refused log read"
+    );
+    let (status, one) = crate::support::json(app.get("AuditEvent/2").await).await;
+    assert_eq!((status, one["id"].as_str()), (200, Some("2")));
+    // The shape is valid R4.
+    let res = app.post("AuditEvent/$validate", one.to_string()).await;
+    let (status, outcome) = crate::support::json(res).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert!(
+        outcome["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["severity"] != "error"),
+        "{outcome}"
+    );
+    // Written by the server only; and reading it is audited too.
+    let res = app.post("AuditEvent", one.to_string()).await;
+    assert_eq!(res.status(), 405);
+    let (_, reads) =
+        crate::support::json(app.get("AuditEvent?altid=admin&_count=1000").await).await;
+    let last = reads["entry"].as_array().unwrap().last().unwrap()["resource"].clone();
+    assert!(
+        last["outcomeDesc"]
+            .as_str()
+            .unwrap()
+            .contains("admin:audit"),
+        "{last}"
+    );
+    assert!(verify(&app).0);
 
     // An edited row is found, and the chain is whole again once it is put back.
     app.execute_sql("UPDATE audit_events SET status = 200 WHERE seq = 3")

@@ -71,6 +71,10 @@ async fn every_resource_type_creates_and_reads(app: TestApp) {
     let types = r4().resource_types();
     assert_eq!(types.len(), 146);
     for t in types {
+        if *t == "AuditEvent" {
+            // The server's audit log: not written by clients (tests/it/audit.rs).
+            continue;
+        }
         let mut resource = Map::new();
         resource.insert("resourceType".into(), json!(t));
         resource.extend(minimal(t, 0));
