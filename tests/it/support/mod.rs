@@ -1,6 +1,7 @@
 //! Test harness: a real server on a random loopback port, over a fresh SQLite
 //! file or a fresh PostgreSQL database, talked to through HTTP.
 
+pub mod logscan;
 pub mod postgres;
 pub mod tls;
 
@@ -33,10 +34,7 @@ fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         hearth::app::install_crypto_provider();
-        hearth::telemetry::init(&hearth::config::LogConfig {
-            filter: std::env::var("HEARTH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            format: hearth::config::LogFormat::Text,
-        });
+        logscan::install();
     });
 }
 
@@ -259,6 +257,13 @@ impl Drop for TestApp {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        let findings = logscan::findings();
+        if !findings.is_empty() && !std::thread::panicking() {
+            panic!(
+                "the logs gave away what they must not:\n{}",
+                findings.join("\n")
+            );
         }
     }
 }
