@@ -161,6 +161,13 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         audit: crate::audit::AuditLog::new(service.store().clone(), service.keys()),
         listener: "fhir".to_owned(),
         trusted_proxies: config.http.trusted_proxies.clone(),
+        throttle: Arc::new(crate::auth::Throttle::new(
+            std::time::Duration::from_secs(
+                config.security.failure_window_minutes.saturating_mul(60),
+            ),
+            config.security.max_failures_per_source,
+            config.security.max_failed_logins,
+        )),
         service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),

@@ -450,3 +450,128 @@ mod tests {
         }
     }
 }
+
+/// Brute-force protection: failed sign-ins counted per source address and per
+/// claimed user name in a fixed window; past the limit, further attempts are
+/// answered 429 (without checking the password, so an attack cannot make the
+/// server pay argon2 for it) until the window ends.
+pub struct Throttle {
+    window: Duration,
+    per_source: u32,
+    per_user: u32,
+    counts: std::sync::Mutex<BTreeMap<ThrottleKey, (u32, std::time::Instant)>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ThrottleKey {
+    Source(String),
+    User(String),
+}
+
+/// Keys tracked at most; beyond, expired windows are dropped, then all.
+const THROTTLE_MAX_KEYS: usize = 100_000;
+
+impl Throttle {
+    pub fn new(window: Duration, per_source: u32, per_user: u32) -> Throttle {
+        Throttle {
+            window,
+            per_source,
+            per_user,
+            counts: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn keys(source: &str, user: Option<&str>) -> Vec<(ThrottleKey, bool)> {
+        let mut keys = vec![(ThrottleKey::Source(source.to_owned()), true)];
+        if let Some(u) = user {
+            keys.push((ThrottleKey::User(u.to_owned()), false));
+        }
+        keys
+    }
+
+    /// When attempts from `source` (or for `user`) are blocked: how long
+    /// still, and which limit.
+    pub fn blocked(&self, source: &str, user: Option<&str>) -> Option<(Duration, &'static str)> {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        for (key, is_source) in Self::keys(source, user) {
+            let limit = if is_source {
+                self.per_source
+            } else {
+                self.per_user
+            };
+            if let Some((n, start)) = counts.get(&key)
+                && *n >= limit
+                && now < *start + self.window
+            {
+                let why = if is_source {
+                    "too many failed sign-ins from this address"
+                } else {
+                    "too many failed sign-ins for this user"
+                };
+                return Some((*start + self.window - now, why));
+            }
+        }
+        None
+    }
+
+    /// Counts a failed sign-in.
+    pub fn failed(&self, source: &str, user: Option<&str>) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if counts.len() >= THROTTLE_MAX_KEYS {
+            counts.retain(|_, (_, start)| now < *start + self.window);
+            if counts.len() >= THROTTLE_MAX_KEYS {
+                counts.clear();
+            }
+        }
+        for (key, _) in Self::keys(source, user) {
+            let entry = counts.entry(key).or_insert((0, now));
+            if now >= entry.1 + self.window {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+        }
+    }
+
+    /// A user signed in: their count starts again (the address's does not).
+    pub fn succeeded(&self, user: &str) {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&ThrottleKey::User(user.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+    use std::time::Duration;
+
+    #[test]
+    fn blocks_by_address_and_by_user_until_the_window_ends() {
+        let t = Throttle::new(Duration::from_millis(200), 3, 2);
+        assert!(t.blocked("10.0.0.1", Some("alice")).is_none());
+        t.failed("10.0.0.1", Some("alice"));
+        t.failed("10.0.0.2", Some("alice"));
+        let (_, why) = t.blocked("10.0.0.3", Some("alice")).unwrap_or_default();
+        assert_eq!(why, "too many failed sign-ins for this user");
+        assert!(t.blocked("10.0.0.3", Some("bob")).is_none());
+        t.succeeded("alice");
+        assert!(t.blocked("10.0.0.3", Some("alice")).is_none());
+        for u in ["a", "b", "c"] {
+            t.failed("10.0.0.9", Some(u));
+        }
+        let (retry, why) = t.blocked("10.0.0.9", Some("zed")).unwrap_or_default();
+        assert_eq!(why, "too many failed sign-ins from this address");
+        assert!(retry <= Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(t.blocked("10.0.0.9", Some("zed")).is_none());
+    }
+}

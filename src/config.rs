@@ -273,6 +273,11 @@ pub struct SecurityConfig {
     pub max_failed_logins: u32,
     /// How long such a lock lasts.
     pub lockout_minutes: u64,
+    /// Failed sign-ins from one address within `failure_window_minutes` after
+    /// which its attempts are answered 429 until the window ends (per user
+    /// name, `max_failed_logins` applies the same way).
+    pub max_failures_per_source: u32,
+    pub failure_window_minutes: u64,
     /// Role → permissions (`read:*`, `write:Observation`, `read:*@Patient/1`,
     /// `admin:audit`, `superuser`). Users and directory groups carry roles.
     pub roles: BTreeMap<String, Vec<String>>,
@@ -287,6 +292,8 @@ impl Default for SecurityConfig {
             credential_cache_seconds: 60,
             max_failed_logins: 5,
             lockout_minutes: 15,
+            max_failures_per_source: 50,
+            failure_window_minutes: 5,
             roles: BTreeMap::from([
                 ("admin".to_owned(), vec!["superuser".to_owned()]),
                 ("reader".to_owned(), vec!["read:*".to_owned()]),

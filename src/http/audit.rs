@@ -38,7 +38,7 @@ pub struct AuditFacts {
 
 /// The caller's address: the peer, or, when the peer is a trusted proxy, the
 /// last address in `X-Forwarded-For` that is not one.
-fn source_addr(req: &ServiceRequest, trusted: &[IpAddr]) -> String {
+pub(super) fn source_addr(req: &ServiceRequest, trusted: &[IpAddr]) -> String {
     let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
         return "unknown".into();
     };

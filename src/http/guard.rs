@@ -133,9 +133,40 @@ pub async fn guard(
         req.extensions_mut().insert(facts);
         Ok(req.into_response(res).map_into_boxed_body())
     };
+    let source = super::audit::source_addr(&req, &state.trusted_proxies);
+    let claimed = authorization
+        .as_deref()
+        .and_then(hearth_auth_local::parse_basic)
+        .map(|(u, _)| u);
+    if authorization.is_some()
+        && let Some((retry, why)) = state.throttle.blocked(&source, claimed.as_deref())
+    {
+        tracing::warn!(reason = why, "sign-in attempts throttled");
+        facts.user = claimed;
+        facts.detail = format!("security event: {why}");
+        let mut res = refuse(
+            ErrorKind::TooManyRequests,
+            "too many failed sign-in attempts; try again later",
+            false,
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return respond(req, facts, res);
+    }
     let principal = match state.auth.authenticate(authorization.as_deref()).await {
-        Ok(p) => p,
+        Ok(p) => {
+            if authorization.is_some()
+                && let Some(u) = p.user_name()
+            {
+                state.throttle.succeeded(u);
+            }
+            p
+        }
         Err(refusal) => {
+            if !refusal.unavailable {
+                state.throttle.failed(&source, refusal.user.as_deref());
+            }
             tracing::warn!(
                 module = refusal.module.as_deref().unwrap_or("none"),
                 reason = %refusal.reason,

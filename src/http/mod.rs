@@ -71,6 +71,8 @@ pub struct AppState {
     pub listener: String,
     /// Proxies whose `X-Forwarded-For` names the caller (`http.trusted_proxies`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Failed sign-ins per address and user (429 past the limits).
+    pub throttle: std::sync::Arc<crate::auth::Throttle>,
 }
 
 /// Registers the FHIR routes under the base path.

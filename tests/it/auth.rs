@@ -67,7 +67,7 @@ fn ids(bundle: &Value) -> Vec<String> {
 
 async fn access_control(backend: Backend) {
     let app = TestApp::start_with(backend, |c| {
-        c.security.max_failed_logins = 3;
+        c.security.max_failed_logins = 5;
         c.security
             .roles
             .insert("obs-reader".into(), vec!["read:Observation".into()]);
@@ -247,17 +247,19 @@ async fn access_control(backend: Backend) {
         assert!(e.contains(expected), "{name}: {e}");
     }
 
-    // Lockout: three failures in a row lock the account, even for the right password.
+    // Lockout: five failures in a row lock the account, and further attempts
+    // are throttled (429), even with the right password.
     add_user(&app, "lena", "lena-pass-1", &["reader"]).await;
     let wrong = basic_authorization("lena", "wrong-pass-1");
-    for _ in 0..3 {
+    for _ in 0..5 {
         let (status, _, _) =
             as_user(&app, Some(&wrong), reqwest::Method::GET, "Patient", None).await;
         assert_eq!(status, 401);
     }
     let lena = basic_authorization("lena", "lena-pass-1");
-    let (status, _, _) = as_user(&app, Some(&lena), reqwest::Method::GET, "Patient", None).await;
-    assert_eq!(status, 401, "locked");
+    let (status, body, _) = as_user(&app, Some(&lena), reqwest::Method::GET, "Patient", None).await;
+    assert_eq!(status, 429, "throttled");
+    assert_eq!(body["issue"][0]["code"], "throttled");
     // Others are not affected.
     let (status, _, _) = as_user(&app, Some(&rita), reqwest::Method::GET, "Patient", None).await;
     assert_eq!(status, 200);
@@ -267,6 +269,52 @@ async fn access_control(backend: Backend) {
 }
 
 use hearth_store::Store;
+
+/// Brute force from one address: past the limit, every sign-in attempt from
+/// it is answered 429 with Retry-After (the right password included), and
+/// the audit log records the security event.
+async fn brute_force(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.security.max_failures_per_source = 4).await;
+    for user in ["u1", "u2", "u3", "u4"] {
+        let auth = basic_authorization(user, "Guess-word-1");
+        let (status, _, _) =
+            as_user(&app, Some(&auth), reqwest::Method::GET, "Patient", None).await;
+        assert_eq!(status, 401);
+    }
+    let res = crate::support::bare_client()
+        .get(app.url("Patient"))
+        .header("authorization", crate::support::admin_authorization())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    let store = hearth::app::open_store(&app.config).unwrap();
+    let rows = store.audit_events("default", 0, 100).await.unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(last.status, 429);
+    assert_eq!(last.user_name.as_deref(), Some("admin"));
+    assert!(last.detail.contains("security event"), "{}", last.detail);
+}
+
+mod brute_force {
+    use crate::support::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::brute_force(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::brute_force(Backend::Postgres).await
+    }
+}
 
 mod access_control {
     use crate::support::Backend;

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use tracing_subscriber::{EnvFilter, Layer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 struct Scanner {
     needles: Vec<String>,
@@ -35,9 +35,9 @@ fn needles() -> Vec<String> {
                 for (k, v) in o {
                     match (k.as_str(), v) {
                         ("family", serde_json::Value::String(s)) => out.push(s.clone()),
-                        ("given", serde_json::Value::Array(a)) => out.extend(
-                            a.iter().filter_map(|g| g.as_str().map(str::to_owned)),
-                        ),
+                        ("given", serde_json::Value::Array(a)) => {
+                            out.extend(a.iter().filter_map(|g| g.as_str().map(str::to_owned)))
+                        }
                         _ => walk(v, out),
                     }
                 }
@@ -62,7 +62,9 @@ fn needles() -> Vec<String> {
     for p in paths {
         let text = std::fs::read_to_string(&p).unwrap_or_default();
         let docs: Vec<serde_json::Value> = if p.extension().is_some_and(|x| x == "ndjson") {
-            text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
         } else {
             serde_json::from_str(&text).into_iter().collect()
         };
