@@ -82,10 +82,15 @@ impl Source {
     }
 }
 
+// A handful of these live for the whole process: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum ModuleImpl {
     Basic {
         source: Source,
         cache: CredentialCache,
+    },
+    Oidc {
+        validator: Box<hearth_auth_oidc::OidcValidator>,
     },
 }
 
@@ -161,6 +166,21 @@ impl Modules {
         }
         let mut by_name = BTreeMap::new();
         for m in &config.security.modules {
+            if let ModuleConfig::Oidc(o) = m {
+                let validator = hearth_auth_oidc::OidcValidator::new(o.to_validator_config())
+                    .map_err(|e| format!("oidc module {}: {e}", o.name))?;
+                by_name.insert(
+                    o.name.clone(),
+                    Arc::new(Module {
+                        name: o.name.clone(),
+                        imp: ModuleImpl::Oidc {
+                            validator: Box::new(validator),
+                        },
+                    }),
+                );
+                tracing::info!(module = %o.name, kind = "oidc", "security module enabled");
+                continue;
+            }
             let ModuleConfig::Basic { name, source } = m else {
                 continue;
             };
@@ -223,8 +243,8 @@ impl Modules {
     /// Forgets remembered credentials of a user (password, lock or role change).
     pub fn forget_user(&self, name: &str) {
         for m in self.by_name.values() {
-            match &m.imp {
-                ModuleImpl::Basic { cache, .. } => cache.forget_user(name),
+            if let ModuleImpl::Basic { cache, .. } = &m.imp {
+                cache.forget_user(name);
             }
         }
     }
@@ -238,6 +258,51 @@ impl Authenticator {
         };
         for module in &self.chain {
             match &module.imp {
+                ModuleImpl::Oidc { validator } => {
+                    let Some(token) = hearth_auth_oidc::bearer_token(header) else {
+                        continue;
+                    };
+                    return match validator.validate(token).await {
+                        Ok(verified) => {
+                            let (principal, _) = verified.principal();
+                            let principal = principal.with_permissions(
+                                verified
+                                    .roles
+                                    .iter()
+                                    .filter_map(|r| self.roles.get(r))
+                                    .flatten()
+                                    .cloned()
+                                    .collect::<Vec<_>>(),
+                            );
+                            if !verified.is_client() {
+                                let user = VerifiedUser {
+                                    name: verified.user.clone(),
+                                    roles: verified.roles.clone(),
+                                    source: "oidc",
+                                    external_id: Some(format!(
+                                        "{}|{}",
+                                        verified.issuer, verified.subject
+                                    )),
+                                };
+                                self.shadow(&user).await.map_err(|e| Refusal {
+                                    module: Some(module.name.clone()),
+                                    user: Some(verified.user.clone()),
+                                    reason: format!(
+                                        "the shadow user row could not be written: {e}"
+                                    ),
+                                    unavailable: true,
+                                })?;
+                            }
+                            Ok(principal)
+                        }
+                        Err(e) => Err(Refusal {
+                            module: Some(module.name.clone()),
+                            user: None,
+                            unavailable: e.is_unavailable(),
+                            reason: e.to_string(),
+                        }),
+                    };
+                }
                 ModuleImpl::Basic { source, cache } => {
                     let Some((user, password)) = hearth_auth_local::parse_basic(header) else {
                         continue;
@@ -283,6 +348,13 @@ impl Authenticator {
         self.chain
             .iter()
             .any(|m| matches!(m.imp, ModuleImpl::Basic { .. }))
+    }
+
+    /// Whether a module of the chain takes bearer tokens (for the challenge).
+    pub fn offers_bearer(&self) -> bool {
+        self.chain
+            .iter()
+            .any(|m| matches!(m.imp, ModuleImpl::Oidc { .. }))
     }
 
     /// Keeps a row for a user an external source verified, so audit rows and

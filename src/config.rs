@@ -319,6 +319,8 @@ pub enum ModuleConfig {
     Basic { name: String, source: String },
     /// An LDAP / Active Directory directory, used as a Basic module's source.
     Ldap(Box<LdapModuleConfig>),
+    /// Bearer JWTs from an external OpenID Connect issuer.
+    Oidc(Box<OidcModuleConfig>),
 }
 
 impl ModuleConfig {
@@ -326,6 +328,7 @@ impl ModuleConfig {
         match self {
             ModuleConfig::Basic { name, .. } => name,
             ModuleConfig::Ldap(l) => &l.name,
+            ModuleConfig::Oidc(o) => &o.name,
         }
     }
 }
@@ -368,6 +371,62 @@ pub struct LdapModuleConfig {
     pub membership_attribute: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcModuleConfig {
+    pub name: String,
+    /// The issuer (`iss`), exactly; its discovery document gives the key set
+    /// unless `jwks_uri` is set.
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Accepted `aud` values (this server's identifier at the issuer).
+    pub audience: Vec<String>,
+    /// Accepted signature algorithms (asymmetric only); all of them when empty.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway_seconds: Option<u64>,
+    /// The claim naming the user (`sub` by default; `preferred_username`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+    /// A claim holding roles (a list or a space-separated string; a dotted
+    /// path such as `realm_access.roles`); roles map to permissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_claim: Option<String>,
+    /// PEM CA certificates to trust for the issuer instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl OidcModuleConfig {
+    /// The validator's own configuration (checked when it is built).
+    pub fn to_validator_config(&self) -> hearth_auth_oidc::OidcConfig {
+        let mut c = hearth_auth_oidc::OidcConfig::new(self.issuer.clone(), self.audience.clone());
+        if let Some(uri) = &self.jwks_uri {
+            c = c.with_jwks_uri(uri.clone());
+        }
+        if !self.algorithms.is_empty() {
+            c.algorithms = self.algorithms.clone();
+        }
+        if let Some(l) = self.leeway_seconds {
+            c.leeway = std::time::Duration::from_secs(l);
+        }
+        if let Some(u) = &self.user_claim {
+            c.user_claim = u.clone();
+        }
+        c.roles_claim = self.roles_claim.clone();
+        c.ca_file = self.ca_file.clone();
+        if let Some(t) = self.timeout_seconds {
+            c.timeout = std::time::Duration::from_secs(t);
+        }
+        c
+    }
 }
 
 impl LdapModuleConfig {
@@ -576,7 +635,7 @@ impl Config {
             .iter()
             .filter_map(|m| match m {
                 ModuleConfig::Ldap(l) => Some(l.name.as_str()),
-                ModuleConfig::Basic { .. } => None,
+                ModuleConfig::Basic { .. } | ModuleConfig::Oidc(_) => None,
             })
             .collect();
         for m in &self.security.modules {
@@ -596,6 +655,14 @@ impl Config {
                     });
                 }
                 ModuleConfig::Basic { .. } => {}
+                ModuleConfig::Oidc(o) => {
+                    if let Err(e) = hearth_auth_oidc::OidcValidator::new(o.to_validator_config()) {
+                        return Err(ConfigError::Invalid {
+                            key: "security.modules",
+                            message: format!("oidc module {}: {e}", o.name),
+                        });
+                    }
+                }
                 ModuleConfig::Ldap(l) => {
                     let source = l
                         .to_source_config()

@@ -674,17 +674,25 @@ impl Service {
 
     /// Added parameters are searchable once no job of theirs is pending.
     pub async fn refresh_custom_readiness(&self) -> Result<(), ApiError> {
-        let pending: Vec<String> = self
-            .store
-            .reindex_jobs()
-            .await?
-            .into_iter()
-            .filter(|j| !j.done)
-            .map(|j| j.name)
-            .collect();
+        let jobs = self.store.reindex_jobs().await?;
+        // Ready once this store has indexed it: a finished job and none
+        // pending. (Not merely "no job pending here": the registry is
+        // process-wide, and a store that never had the parameter has no job.)
         let ready: Vec<String> = crate::fhir::search_params::custom_ids()
             .into_iter()
-            .filter(|id| !pending.iter().any(|j| j.starts_with(&format!("{id}:"))))
+            .filter(|id| {
+                let prefix = format!("{id}:");
+                let mine = jobs.iter().filter(|j| j.name.starts_with(&prefix));
+                let (mut done, mut pending) = (false, false);
+                for j in mine {
+                    if j.done {
+                        done = true;
+                    } else {
+                        pending = true;
+                    }
+                }
+                done && !pending
+            })
             .collect();
         crate::fhir::search_params::set_custom_ready(&ready);
         Ok(())

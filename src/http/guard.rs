@@ -83,13 +83,28 @@ pub fn classify(method: &Method, rel: &str) -> Option<Interaction> {
     })
 }
 
-fn refuse(kind: ErrorKind, message: impl Into<String>, basic: bool) -> HttpResponse {
+/// Which challenges a 401 carries (RFC 7235: one `WWW-Authenticate` per scheme).
+#[derive(Clone, Copy)]
+struct Challenges {
+    basic: bool,
+    bearer: bool,
+}
+
+fn refuse(kind: ErrorKind, message: impl Into<String>, challenges: Challenges) -> HttpResponse {
     let mut res = ApiError::new(kind, message).error_response();
-    if kind == ErrorKind::Unauthorized && basic {
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Hearth\", charset=\"UTF-8\""),
-        );
+    if kind == ErrorKind::Unauthorized {
+        if challenges.basic {
+            res.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Hearth\", charset=\"UTF-8\""),
+            );
+        }
+        if challenges.bearer {
+            res.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"Hearth\""),
+            );
+        }
     }
     res
 }
@@ -119,7 +134,10 @@ pub async fn guard(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let basic = state.auth.offers_basic();
+    let basic = Challenges {
+        basic: state.auth.offers_basic(),
+        bearer: state.auth.offers_bearer(),
+    };
     // What the audit row will say; filled in as the guard learns more.
     let mut facts = AuditFacts {
         interaction: interaction
@@ -147,7 +165,7 @@ pub async fn guard(
         let mut res = refuse(
             ErrorKind::TooManyRequests,
             "too many failed sign-in attempts; try again later",
-            false,
+            basic,
         );
         if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
             res.headers_mut().insert(header::RETRY_AFTER, v);
@@ -178,7 +196,7 @@ pub async fn guard(
                 refuse(
                     ErrorKind::Unavailable,
                     "authentication is unavailable; try again later",
-                    false,
+                    basic,
                 )
             } else {
                 refuse(ErrorKind::Unauthorized, "authentication failed", basic)

@@ -15,6 +15,7 @@ mod encryption;
 mod export;
 mod http_semantics;
 mod import;
+mod oidc;
 mod patch;
 mod plans;
 mod roundtrip;
