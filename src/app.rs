@@ -155,11 +155,13 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     let auth = modules
         .authenticator(&config.http.security, &config.http.anonymous)
         .map_err(StartError::Security)?;
+    let modules = Arc::new(modules);
     let started = crate::time::format_instant(crate::time::now_micros());
     Ok(AppState {
         auth: Arc::new(auth),
+        modules,
         audit: crate::audit::AuditLog::new(service.store().clone(), service.keys()),
-        listener: "fhir".to_owned(),
+        listener: config.http.name.clone(),
         trusted_proxies: config.http.trusted_proxies.clone(),
         throttle: Arc::new(crate::auth::Throttle::new(
             std::time::Duration::from_secs(
@@ -171,7 +173,10 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         service,
         base_path: config.http.base_path.clone(),
         public_url: config.http.public_url.clone(),
-        capability: http::Capability::new(started, config.fhir.conditional_delete_multiple),
+        capability: Arc::new(http::Capability::new(
+            started,
+            config.fhir.conditional_delete_multiple,
+        )),
         max_body_bytes: config.http.max_body_bytes,
         max_bundle_entries: config.fhir.max_bundle_entries,
         default_page_size: config.fhir.default_page_size,
@@ -185,15 +190,45 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     })
 }
 
-/// Binds the FHIR listener and returns the server (not yet awaited) and its address.
+/// Binds the main FHIR listener (`[http]`) and returns the server (not yet
+/// awaited) and its address.
 pub fn http_server(
     config: &Config,
     state: AppState,
     listener: Option<std::net::TcpListener>,
 ) -> Result<(actix_web::dev::Server, std::net::SocketAddr), StartError> {
-    let tls = config.http.tls.is_some();
+    listener_server(&config.http, state, listener)
+}
+
+/// The state of another listener: the same service and audit log, its own
+/// base path, name and chain of security modules.
+pub fn listener_state(
+    base: &AppState,
+    l: &crate::config::HttpConfig,
+) -> Result<AppState, StartError> {
+    let auth = base
+        .modules
+        .authenticator(&l.security, &l.anonymous)
+        .map_err(StartError::Security)?;
+    let mut state = base.clone();
+    state.auth = Arc::new(auth);
+    state.base_path = l.base_path.clone();
+    state.public_url = l.public_url.clone();
+    state.listener = l.name.clone();
+    state.trusted_proxies = l.trusted_proxies.clone();
+    state.max_body_bytes = l.max_body_bytes;
+    Ok(state)
+}
+
+/// Binds one FHIR listener.
+pub fn listener_server(
+    l: &crate::config::HttpConfig,
+    state: AppState,
+    listener: Option<std::net::TcpListener>,
+) -> Result<(actix_web::dev::Server, std::net::SocketAddr), StartError> {
+    let tls = l.tls.is_some();
     let state = web::Data::new(state);
-    let base_path = config.http.base_path.clone();
+    let base_path = l.base_path.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -203,25 +238,33 @@ pub fn http_server(
             .wrap(middleware::from_fn(http::xml_responses))
             .wrap(middleware::from_fn(http::audit_requests))
             .wrap(middleware::from_fn(http::request_context))
+            .wrap(http::security_headers(tls))
     });
-    let server = match config.http.workers {
+    let server = match l.workers {
         0 => server,
         n => server.workers(n),
     };
     let handle_signals = listener.is_none();
     let bind_err = |source| StartError::Bind {
-        addr: config.http.addr.to_string(),
+        addr: l.addr.to_string(),
         source,
     };
     let listener = match listener {
-        Some(l) => l,
+        Some(t) => t,
         None => {
-            hearth_listener_http::check_bind(config.http.addr, tls)?;
-            std::net::TcpListener::bind(config.http.addr).map_err(bind_err)?
+            hearth_listener_http::check_bind(l.addr, tls, l.allow_insecure_http)?;
+            if !tls && !l.addr.ip().is_loopback() {
+                tracing::warn!(
+                    listener = %l.name,
+                    addr = %l.addr,
+                    "plain HTTP on a non-loopback address (allow_insecure_http): credentials and data cross the network unencrypted"
+                );
+            }
+            std::net::TcpListener::bind(l.addr).map_err(bind_err)?
         }
     };
     let addr = listener.local_addr().map_err(bind_err)?;
-    let server = match &config.http.tls {
+    let server = match &l.tls {
         Some(t) => {
             let tls = hearth_listener_http::server_config(&t.cert, &t.key)?;
             server
@@ -235,5 +278,6 @@ pub fn http_server(
     } else {
         server.disable_signals()
     };
+    tracing::info!(listener = %l.name, addr = %addr, tls, base_path = %l.base_path, "listening");
     Ok((server.run(), addr))
 }

@@ -94,6 +94,9 @@ pub struct Config {
     pub log: LogConfig,
     pub fhir: FhirConfig,
     pub security: SecurityConfig,
+    /// More FHIR listeners beside `[http]`, each with its own address, base
+    /// path, TLS and chain of security modules (`[[listeners]]`).
+    pub listeners: Vec<HttpConfig>,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             log: LogConfig::default(),
             fhir: FhirConfig::default(),
             security: SecurityConfig::default(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct CryptoConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// The listener's name in logs and audit rows.
+    pub name: String,
     pub addr: SocketAddr,
     /// Base path of the FHIR API, e.g. `/fhir`.
     pub base_path: String,
@@ -162,11 +168,15 @@ pub struct HttpConfig {
     /// Reverse proxies whose `X-Forwarded-For` is believed for the caller's
     /// address in audit rows; from anyone else it is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Plain HTTP on an address other than loopback (behind a TLS-terminating
+    /// proxy on a private network): refused unless this is set, and warned about.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            name: "fhir".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             base_path: "/fhir".into(),
             public_url: None,
@@ -176,6 +186,7 @@ impl Default for HttpConfig {
             security: vec!["basic".into()],
             anonymous: Vec::new(),
             trusted_proxies: Vec::new(),
+            allow_insecure_http: false,
         }
     }
 }
@@ -695,6 +706,41 @@ impl Config {
                     key: "http.security",
                     message: format!("no security module is named {name}"),
                 });
+            }
+        }
+        let mut listener_names = std::collections::BTreeSet::from([self.http.name.as_str()]);
+        let mut addrs = std::collections::BTreeSet::from([self.http.addr]);
+        for l in &self.listeners {
+            let bad = |message: String| {
+                Err(ConfigError::Invalid {
+                    key: "listeners",
+                    message: format!("listener {}: {message}", l.name),
+                })
+            };
+            if !listener_names.insert(l.name.as_str()) {
+                return bad("two listeners share this name".into());
+            }
+            if !addrs.insert(l.addr) {
+                return bad(format!("another listener already uses {}", l.addr));
+            }
+            let bp = &l.base_path;
+            if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) {
+                return bad("base_path must start with '/' and not end with '/'".into());
+            }
+            if l.max_body_bytes < 1024 {
+                return bad("max_body_bytes must be at least 1024".into());
+            }
+            for p in &l.anonymous {
+                match p.parse::<hearth_security::Permission>() {
+                    Ok(hearth_security::Permission::Read { .. }) => {}
+                    Ok(_) => return bad("anonymous may only grant read permissions".into()),
+                    Err(e) => return bad(e.to_string()),
+                }
+            }
+            for name in &l.security {
+                if !names.contains(name.as_str()) || ldap.contains(name.as_str()) {
+                    return bad(format!("no basic or oidc module is named {name}"));
+                }
             }
         }
         if self.security.max_failed_logins == 0 {

@@ -124,6 +124,11 @@ async fn audit_verify(config: Config) -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), app::StartError> {
     let state = app::build_state(&config).await?;
+    let mut servers = Vec::new();
+    for l in &config.listeners {
+        let (server, addr) = app::listener_server(l, app::listener_state(&state, l)?, None)?;
+        servers.push((server, addr));
+    }
     let (server, addr) = app::http_server(&config, state, None)?;
     let scheme = if config.http.tls.is_some() {
         "https"
@@ -134,10 +139,17 @@ async fn serve(config: Config) -> Result<(), app::StartError> {
         url = %format!("{scheme}://{addr}{}", config.http.base_path),
         "FHIR listener ready"
     );
-    server.await.map_err(|source| app::StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    servers.push((server, addr));
+    // Every listener runs until the process is told to stop (the main one
+    // handles the signals and stops the System, and with it the others).
+    let results = futures_util::future::join_all(servers.into_iter().map(|(s, addr)| async move {
+        s.await.map_err(|source| app::StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+    }))
+    .await;
+    results.into_iter().collect()
 }
 
 /// `hearth import`: exit 0 when every file is in (loaded now or before), 1

@@ -42,13 +42,14 @@ use crate::service::{ResourceVersion, Service};
 
 pub const FHIR_JSON: &str = "application/fhir+json";
 
-/// Everything handlers share.
+/// Everything handlers share (one per listener; the service is shared).
+#[derive(Clone)]
 pub struct AppState {
     pub service: Service,
     pub base_path: String,
     pub public_url: Option<String>,
     /// The CapabilityStatement (rendered again when search parameters change).
-    pub capability: metadata::Capability,
+    pub capability: std::sync::Arc<metadata::Capability>,
     pub max_body_bytes: usize,
     pub max_bundle_entries: usize,
     pub default_page_size: u32,
@@ -63,8 +64,10 @@ pub struct AppState {
     pub max_conditional_deletes: u32,
     /// See `FhirConfig::export_part_bytes`.
     pub export_part_bytes: usize,
-    /// The FHIR listener's security modules (`http.security`).
+    /// The listener's chain of security modules (`security`).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    /// Every configured module (another listener builds its chain from them).
+    pub modules: std::sync::Arc<crate::auth::Modules>,
     /// Where every request's audit row goes.
     pub audit: crate::audit::AuditLog,
     /// The listener's name in audit rows.
@@ -594,6 +597,25 @@ pub fn write_response(
             send(builder, format, oo.to_bytes())
         }
     })
+}
+
+/// The usual security headers on every response; HSTS when the listener
+/// speaks TLS.
+pub fn security_headers(tls: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add(("Cache-Control", "no-store"));
+    if tls {
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
 }
 
 /// A request id per request, a span around it, and one access-log line that

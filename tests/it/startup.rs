@@ -420,3 +420,121 @@ async fn first_start_prints_a_working_admin_password_once() {
     assert!(!text.contains("Created the administrator"), "{text}");
     assert!(!text.contains(&password));
 }
+
+/// Two FHIR listeners in one process, on different ports with different
+/// chains: a staff listener that wants HTTP Basic, and a public one with no
+/// security module whose anonymous callers may read Organizations only.
+/// Each request is audited under its listener's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_listeners_with_different_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (staff, public) = (free_port(), free_port());
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[http]
+name = "staff"
+addr = "127.0.0.1:{staff}"
+security = ["basic"]
+
+[[listeners]]
+name = "public"
+addr = "127.0.0.1:{public}"
+base_path = "/open"
+security = []
+anonymous = ["read:Organization"]
+"#
+        ),
+    )
+    .unwrap();
+    let _child = Child(
+        hearth(dir.path())
+            .env("HEARTH_CONFIG", &config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = crate::support::bare_client();
+    let staff_url = format!("http://127.0.0.1:{staff}/fhir");
+    let public_url = format!("http://127.0.0.1:{public}/open");
+    for url in [&staff_url, &public_url] {
+        let mut up = false;
+        for _ in 0..2000 {
+            if client
+                .get(format!("{url}/metadata"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(up, "{url} did not come up");
+    }
+    let admin = crate::support::admin_authorization();
+    let res = client
+        .post(format!("{staff_url}/Organization"))
+        .header("authorization", &admin)
+        .header("content-type", "application/fhir+json")
+        .body(r#"{"resourceType":"Organization","name":"Open Clinic"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+
+    // The public listener: Organizations without credentials, nothing else.
+    let res = client
+        .get(format!("{public_url}/Organization"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, bundle) = crate::support::json(res).await;
+    assert_eq!(bundle["entry"].as_array().unwrap().len(), 1);
+    let res = client
+        .get(format!("{public_url}/Patient"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // Its chain has no Basic module: the administrator's password means nothing there.
+    let res = client
+        .get(format!("{public_url}/Organization"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // The staff listener wants credentials for the same read.
+    let res = client
+        .get(format!("{staff_url}/Organization"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // One audit log, each row naming its listener.
+    let res = client
+        .get(format!("{staff_url}/AuditEvent?_count=100"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    let (_, events) = crate::support::json(res).await;
+    let sites: std::collections::BTreeSet<String> = events["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["source"]["site"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        sites,
+        std::collections::BTreeSet::from(["public".to_owned(), "staff".to_owned()])
+    );
+}

@@ -1,4 +1,5 @@
-//! TLS: the HTTPS listener (TLS 1.2 and 1.3), and PostgreSQL over rustls with
+//! TLS: the HTTPS listener (TLS 1.2 and 1.3 accepted, 1.0 and 1.1 refused, HSTS),
+//! and PostgreSQL over rustls with
 //! `sslmode=require` and `verify-full` against a cluster that refuses plain TCP.
 
 use std::sync::OnceLock;
@@ -42,6 +43,62 @@ async fn https_listener_serves_tls_1_2_and_1_3() {
             .unwrap();
         assert_eq!(res.status(), 200, "{version:?}");
     }
+    // A real TLS client (OpenSSL's s_client, its security level lowered so
+    // that it would speak the old versions): TLS 1.0 and 1.1 are refused by
+    // the server, 1.2 and 1.3 are accepted, and HSTS is sent.
+    let port = app
+        .base
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let handshake = |version: &str| {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                version,
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                "-CAfile",
+                pki.ca.to_str().unwrap(),
+                "-servername",
+                "localhost",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client (Debian package openssl)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let connected = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
+        (connected, text)
+    };
+    for version in ["-tls1", "-tls1_1"] {
+        let (connected, text) = handshake(version);
+        assert!(!connected, "{version} was accepted: {text}");
+        // Refused by the server (it sent an alert), not left untried.
+        assert!(text.contains("SSL alert number"), "{version}: {text}");
+    }
+    for version in ["-tls1_2", "-tls1_3"] {
+        let (connected, text) = handshake(version);
+        assert!(connected, "{version} was refused: {text}");
+    }
+    let res = client(&pki.ca_pem, reqwest::tls::Version::TLS_1_3)
+        .get(app.url("metadata"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age=")
+    );
+
     // Plain HTTP on the TLS port gets no FHIR answer.
     let plain = crate::support::http_client()
         .get(app.url("metadata").replace("https://", "http://"))

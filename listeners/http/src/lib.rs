@@ -24,9 +24,11 @@ pub enum ListenerError {
     Tls(String),
 }
 
-/// Plain HTTP only on loopback; anything else needs TLS.
-pub fn check_bind(addr: SocketAddr, tls: bool) -> Result<(), ListenerError> {
-    if tls || addr.ip().is_loopback() {
+/// Plain HTTP only on loopback, or where the configuration says so
+/// explicitly (`allow_insecure`, e.g. behind a TLS-terminating proxy on a
+/// private network); anything else needs TLS.
+pub fn check_bind(addr: SocketAddr, tls: bool, allow_insecure: bool) -> Result<(), ListenerError> {
+    if tls || allow_insecure || addr.ip().is_loopback() {
         Ok(())
     } else {
         Err(ListenerError::InsecureBind(addr))
@@ -68,10 +70,11 @@ mod tests {
 
     #[test]
     fn plain_http_only_on_loopback() {
-        assert!(check_bind("127.0.0.1:8080".parse().unwrap(), false).is_ok());
-        assert!(check_bind("[::1]:8080".parse().unwrap(), false).is_ok());
-        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), false).is_err());
-        assert!(check_bind("10.1.2.3:8080".parse().unwrap(), true).is_ok());
+        assert!(check_bind("127.0.0.1:8080".parse().unwrap(), false, false).is_ok());
+        assert!(check_bind("[::1]:8080".parse().unwrap(), false, false).is_ok());
+        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), false, false).is_err());
+        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), false, true).is_ok());
+        assert!(check_bind("10.1.2.3:8080".parse().unwrap(), true, false).is_ok());
     }
 
     #[test]
