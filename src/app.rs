@@ -156,6 +156,22 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         .authenticator(&config.http.security, &config.http.anonymous)
         .map_err(StartError::Security)?;
     let modules = Arc::new(modules);
+    // Audit retention: now, then daily.
+    {
+        let store = service.store().clone();
+        let retention =
+            std::time::Duration::from_secs(u64::from(config.audit.retention_days) * 86_400);
+        tokio::spawn(async move {
+            loop {
+                match crate::audit::prune(&store, DEFAULT_TENANT, retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "audit rows past retention deleted"),
+                    Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+            }
+        });
+    }
     let started = crate::time::format_instant(crate::time::now_micros());
     Ok(AppState {
         auth: Arc::new(auth),

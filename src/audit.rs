@@ -16,12 +16,21 @@ use hearth_store::schema::AuditEvent;
 use crate::crypto::KeyRing;
 use crate::store::AnyStore;
 
-/// Appends audit rows.
+/// Appends audit rows. Rows go to one writer task that commits whatever has
+/// queued up meanwhile in one transaction (group commit): a request waits for
+/// the commit that holds its row, and many requests share it.
 #[derive(Clone)]
 pub struct AuditLog {
-    store: AnyStore,
-    keys: Arc<KeyRing>,
+    queue: tokio::sync::mpsc::Sender<Pending>,
 }
+
+struct Pending {
+    event: AuditEvent,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Rows committed together at most.
+const BATCH: usize = 512;
 
 /// What one request did, as the listener saw it.
 #[derive(Clone, Debug, Default)]
@@ -40,12 +49,15 @@ pub struct Record {
 }
 
 impl AuditLog {
+    /// Starts the writer task (on the current Tokio runtime).
     pub fn new(store: AnyStore, keys: Arc<KeyRing>) -> AuditLog {
-        AuditLog { store, keys }
+        let (queue, rx) = tokio::sync::mpsc::channel(4 * BATCH);
+        tokio::spawn(writer(store, keys, rx));
+        AuditLog { queue }
     }
 
-    /// Appends a row to the tenant's chain; returns its sequence number.
-    pub async fn append(&self, tenant: &str, record: Record) -> Result<i64, String> {
+    /// Appends a row to the tenant's chain, returning once it is committed.
+    pub async fn append(&self, tenant: &str, record: Record) -> Result<(), String> {
         let event = AuditEvent {
             tenant: tenant.to_owned(),
             seq: 0,
@@ -64,16 +76,75 @@ impl AuditLog {
             key_id: String::new(),
             hash: Vec::new(),
         };
-        let keys = self.keys.clone();
-        let tenant = tenant.to_owned();
-        self.store
-            .append_audit(event, move |e, prev| {
-                keys.audit_mac(&tenant, None, &e.chain_input(prev))
-                    .map_err(|e| e.to_string())
-            })
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Pending { event, done })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|_| "the audit writer has stopped".to_owned())?;
+        committed
+            .await
+            .map_err(|_| "the audit writer has stopped".to_owned())?
     }
+}
+
+/// Commits queued rows, a batch per transaction, per tenant in arrival order.
+async fn writer(
+    store: AnyStore,
+    keys: Arc<KeyRing>,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // Rows of one tenant form one chain; keep each tenant's order.
+        let mut tenants: Vec<String> = batch.iter().map(|p| p.event.tenant.clone()).collect();
+        tenants.dedup();
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            let (mine, rest): (Vec<Pending>, Vec<Pending>) =
+                batch.into_iter().partition(|p| p.event.tenant == tenant);
+            batch = rest;
+            let (events, waiting): (Vec<AuditEvent>, Vec<_>) =
+                mine.into_iter().map(|p| (p.event, p.done)).unzip();
+            let keys = keys.clone();
+            let seal_tenant = tenant.clone();
+            let result = store
+                .append_audit(events, move |e, prev| {
+                    keys.audit_mac(&seal_tenant, None, &e.chain_input(prev))
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, rows = waiting.len(), "audit rows could not be written");
+            }
+            for done in waiting {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+/// Deletes audit rows older than `retention` (keeping the chain checkable
+/// from the anchor); returns how many went.
+pub async fn prune(
+    store: &AnyStore,
+    tenant: &str,
+    retention: std::time::Duration,
+) -> Result<u64, String> {
+    let cut =
+        crate::time::now_micros() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX / 2);
+    store
+        .prune_audit(tenant, cut)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The result of walking a chain.
@@ -88,8 +159,15 @@ pub enum Verdict {
 /// Walks the tenant's audit chain from its first row.
 pub async fn verify(store: &AnyStore, keys: &KeyRing, tenant: &str) -> Result<Verdict, String> {
     const PAGE: i64 = 1000;
-    let mut prev: Vec<u8> = Vec::new();
-    let mut expected_seq = 1i64;
+    // After retention, the chain starts from the last row it deleted.
+    let (mut expected_seq, mut prev) = match store
+        .audit_anchor(tenant)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1i64, Vec::new()),
+    };
     let mut rows = 0u64;
     loop {
         let page = store

@@ -97,6 +97,23 @@ pub struct Config {
     /// More FHIR listeners beside `[http]`, each with its own address, base
     /// path, TLS and chain of security modules (`[[listeners]]`).
     pub listeners: Vec<HttpConfig>,
+    pub audit: AuditConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit rows older than this are deleted (daily, and at start-up); the
+    /// chain stays checkable from the last deleted row.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 365,
+        }
+    }
 }
 
 impl Default for Config {
@@ -110,6 +127,7 @@ impl Default for Config {
             fhir: FhirConfig::default(),
             security: SecurityConfig::default(),
             listeners: Vec::new(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -742,6 +760,9 @@ impl Config {
                     return bad(format!("no basic or oidc module is named {name}"));
                 }
             }
+        }
+        if self.audit.retention_days == 0 {
+            return invalid("audit.retention_days", "must be at least 1");
         }
         if self.security.max_failed_logins == 0 {
             return invalid("security.max_failed_logins", "must be at least 1");

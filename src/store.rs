@@ -109,7 +109,7 @@ impl Store for AnyStore {
 
     async fn append_audit(
         &self,
-        event: hearth_store::schema::AuditEvent,
+        event: Vec<hearth_store::schema::AuditEvent>,
         seal: impl Fn(&hearth_store::schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String>
         + Send
         + 'static,
@@ -124,6 +124,14 @@ impl Store for AnyStore {
         limit: i64,
     ) -> StoreResult<Vec<hearth_store::schema::AuditEvent>> {
         delegate!(self, s => s.audit_events(tenant, after, limit))
+    }
+
+    async fn prune_audit(&self, tenant: &str, before: i64) -> StoreResult<u64> {
+        delegate!(self, s => s.prune_audit(tenant, before))
+    }
+
+    async fn audit_anchor(&self, tenant: &str) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        delegate!(self, s => s.audit_anchor(tenant))
     }
 
     async fn user(

@@ -283,22 +283,53 @@ async fn audit_log(backend: Backend) {
     );
     assert!(verify(&app).0);
 
+    // Retention: rows older than the cut go, the chain is checked from the
+    // last deleted row, and a row missing after the cut is still found.
+    let before = store
+        .audit_events("default", 0, 10_000)
+        .await
+        .unwrap()
+        .len();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let pruned = hearth::audit::prune(&store, "default", std::time::Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(pruned as usize, before);
+    assert_eq!(
+        store.audit_anchor("default").await.unwrap().unwrap().0,
+        before as i64
+    );
+    let (ok, out) = verify(&app);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact: 0 rows"), "{out}");
+    for _ in 0..6 {
+        assert_eq!(app.get("metadata").await.status(), 200);
+    }
+    let (ok, out) = verify(&app);
+    assert!(ok && out.contains("intact: 6 rows"), "{out}");
+    let first = before + 1;
+
     // An edited row is found, and the chain is whole again once it is put back.
-    app.execute_sql("UPDATE audit_events SET status = 200 WHERE seq = 3")
-        .await;
+    let row = first + 2;
+    app.execute_sql(&format!(
+        "UPDATE audit_events SET status = 500 WHERE seq = {row}"
+    ))
+    .await;
     let (ok, out) = verify(&app);
     assert!(!ok);
-    assert!(out.contains("broken at row 3"), "{out}");
-    app.execute_sql("UPDATE audit_events SET status = 401 WHERE seq = 3")
-        .await;
+    assert!(out.contains(&format!("broken at row {row}")), "{out}");
+    app.execute_sql(&format!(
+        "UPDATE audit_events SET status = 200 WHERE seq = {row}"
+    ))
+    .await;
     assert!(verify(&app).0);
-    // So is a deleted one.
-    app.execute_sql("DELETE FROM audit_events WHERE seq = 5")
+    // So is a deleted one, the first after the anchor included.
+    app.execute_sql(&format!("DELETE FROM audit_events WHERE seq = {first}"))
         .await;
     let (ok, out) = verify(&app);
     assert!(!ok);
     assert!(
-        out.contains("broken at row 5") && out.contains("missing"),
+        out.contains(&format!("broken at row {first}")) && out.contains("missing"),
         "{out}"
     );
 }

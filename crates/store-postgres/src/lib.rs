@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use hearth_store::schema::{
     AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
     NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
-    WriteSet, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
+    WriteSet, audit_anchors, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
     text_prefix_inserts, users,
 };
@@ -102,6 +102,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0017_audit",
         sql: include_str!("../../../schema/postgres/0017_audit.sql"),
+    },
+    Migration {
+        name: "0018_audit_anchors",
+        sql: include_str!("../../../schema/postgres/0018_audit_anchors.sql"),
     },
 ];
 
@@ -476,32 +480,51 @@ impl hearth_store::Store for PgStore {
 
     async fn append_audit(
         &self,
-        mut event: AuditEvent,
+        mut events: Vec<AuditEvent>,
         seal: impl Fn(&AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> StoreResult<i64> {
+        let Some(tenant) = events.as_slice().first().map(|e| e.tenant.clone()) else {
+            return Ok(0);
+        };
         let mut c = self.conn().await?;
         // One lock per tenant's chain, held to the end of the transaction.
-        let lock = AUDIT_LOCK_BASE ^ i64::from(fnv32(event.tenant.as_bytes()));
+        let lock = AUDIT_LOCK_BASE ^ i64::from(fnv32(tenant.as_bytes()));
         c.transaction::<_, StoreError, _>(async move |c| {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock})"))
                 .execute(c)
                 .await?;
             let last: Option<(i64, Vec<u8>)> = audit_events::table
-                .filter(audit_events::tenant.eq(&event.tenant))
+                .filter(audit_events::tenant.eq(&tenant))
                 .order(audit_events::seq.desc())
                 .select((audit_events::seq, audit_events::hash))
                 .first(c)
                 .await
                 .optional()?;
-            let (seq, prev) = last.map_or((1, Vec::new()), |(s, h)| (s + 1, h));
-            event.seq = seq;
-            let (key_id, hash) = seal(&event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
-            event.key_id = key_id;
-            event.hash = hash;
-            diesel::insert_into(audit_events::table)
-                .values(&event)
-                .execute(c)
-                .await?;
+            // An empty table after retention continues from the anchor.
+            let last = match last {
+                Some(l) => Some(l),
+                None => audit_anchors::table
+                    .find(&tenant)
+                    .select((audit_anchors::seq, audit_anchors::hash))
+                    .first(c)
+                    .await
+                    .optional()?,
+            };
+            let (mut seq, mut prev) = last.map_or((0, Vec::new()), |(s, h)| (s, h));
+            for event in &mut events {
+                seq += 1;
+                event.seq = seq;
+                let (key_id, hash) = seal(event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
+                event.key_id = key_id;
+                event.hash = hash.clone();
+                prev = hash;
+            }
+            for chunk in events.chunks(500) {
+                diesel::insert_into(audit_events::table)
+                    .values(chunk)
+                    .execute(c)
+                    .await?;
+            }
             Ok(seq)
         })
         .await
@@ -521,6 +544,58 @@ impl hearth_store::Store for PgStore {
             .limit(limit)
             .load(&mut c)
             .await?)
+    }
+
+    async fn prune_audit(&self, tenant: &str, before: i64) -> StoreResult<u64> {
+        let mut c = self.conn().await?;
+        let lock = AUDIT_LOCK_BASE ^ i64::from(fnv32(tenant.as_bytes()));
+        let tenant = tenant.to_owned();
+        c.transaction::<_, StoreError, _>(async move |c| {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock})"))
+                .execute(c)
+                .await?;
+            let last: Option<(i64, Vec<u8>)> = audit_events::table
+                .filter(audit_events::tenant.eq(&tenant))
+                .filter(audit_events::recorded_at.lt(before))
+                .order(audit_events::seq.desc())
+                .select((audit_events::seq, audit_events::hash))
+                .first(c)
+                .await
+                .optional()?;
+            let Some((seq, hash)) = last else {
+                return Ok(0);
+            };
+            diesel::insert_into(audit_anchors::table)
+                .values((
+                    audit_anchors::tenant.eq(&tenant),
+                    audit_anchors::seq.eq(seq),
+                    audit_anchors::hash.eq(&hash),
+                ))
+                .on_conflict(audit_anchors::tenant)
+                .do_update()
+                .set((audit_anchors::seq.eq(seq), audit_anchors::hash.eq(&hash)))
+                .execute(c)
+                .await?;
+            let n = diesel::delete(
+                audit_events::table
+                    .filter(audit_events::tenant.eq(&tenant))
+                    .filter(audit_events::seq.le(seq)),
+            )
+            .execute(c)
+            .await?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn audit_anchor(&self, tenant: &str) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        let mut c = self.conn().await?;
+        Ok(audit_anchors::table
+            .find(tenant)
+            .select((audit_anchors::seq, audit_anchors::hash))
+            .first(&mut c)
+            .await
+            .optional()?)
     }
 
     async fn user(&self, tenant: &str, name: &str) -> StoreResult<Option<User>> {

@@ -12,7 +12,7 @@ use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
     AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
     NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
-    WriteSet, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
+    WriteSet, audit_anchors, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
     history_version_columns, imported_files, reindex_jobs, resource_history, resources,
     text_prefix_inserts, users,
 };
@@ -95,6 +95,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0017_audit",
         sql: include_str!("../../../schema/sqlite/0017_audit.sql"),
+    },
+    Migration {
+        name: "0018_audit_anchors",
+        sql: include_str!("../../../schema/sqlite/0018_audit_anchors.sql"),
     },
 ];
 
@@ -528,27 +532,46 @@ impl hearth_store::Store for SqliteStore {
 
     async fn append_audit(
         &self,
-        mut event: AuditEvent,
+        mut events: Vec<AuditEvent>,
         seal: impl Fn(&AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> StoreResult<i64> {
+        let Some(tenant) = events.as_slice().first().map(|e| e.tenant.clone()) else {
+            return Ok(0);
+        };
         self.with_writer(move |c| {
             // IMMEDIATE: the write lock is taken before the last row is read,
             // so another process appending cannot fork the chain.
             c.immediate_transaction::<_, StoreError, _>(|c| {
                 let last: Option<(i64, Vec<u8>)> = audit_events::table
-                    .filter(audit_events::tenant.eq(&event.tenant))
+                    .filter(audit_events::tenant.eq(&tenant))
                     .order(audit_events::seq.desc())
                     .select((audit_events::seq, audit_events::hash))
                     .first(c)
                     .optional()?;
-                let (seq, prev) = last.map_or((1, Vec::new()), |(s, h)| (s + 1, h));
-                event.seq = seq;
-                let (key_id, hash) = seal(&event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
-                event.key_id = key_id;
-                event.hash = hash;
-                diesel::insert_into(audit_events::table)
-                    .values(&event)
-                    .execute(c)?;
+                // An empty table after retention continues from the anchor.
+                let last = match last {
+                    Some(l) => Some(l),
+                    None => audit_anchors::table
+                        .find(&tenant)
+                        .select((audit_anchors::seq, audit_anchors::hash))
+                        .first(c)
+                        .optional()?,
+                };
+                let (mut seq, mut prev) = last.map_or((0, Vec::new()), |(s, h)| (s, h));
+                for event in &mut events {
+                    seq += 1;
+                    event.seq = seq;
+                    let (key_id, hash) =
+                        seal(event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
+                    event.key_id = key_id;
+                    event.hash = hash.clone();
+                    prev = hash;
+                }
+                for chunk in events.chunks(500) {
+                    diesel::insert_into(audit_events::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
                 Ok(seq)
             })
         })
@@ -569,6 +592,54 @@ impl hearth_store::Store for SqliteStore {
                 .order(audit_events::seq.asc())
                 .limit(limit)
                 .load(c)?)
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, tenant: &str, before: i64) -> StoreResult<u64> {
+        let tenant = tenant.to_owned();
+        self.with_writer(move |c| {
+            c.immediate_transaction::<_, StoreError, _>(|c| {
+                let last: Option<(i64, Vec<u8>)> = audit_events::table
+                    .filter(audit_events::tenant.eq(&tenant))
+                    .filter(audit_events::recorded_at.lt(before))
+                    .order(audit_events::seq.desc())
+                    .select((audit_events::seq, audit_events::hash))
+                    .first(c)
+                    .optional()?;
+                let Some((seq, hash)) = last else {
+                    return Ok(0);
+                };
+                diesel::insert_into(audit_anchors::table)
+                    .values((
+                        audit_anchors::tenant.eq(&tenant),
+                        audit_anchors::seq.eq(seq),
+                        audit_anchors::hash.eq(&hash),
+                    ))
+                    .on_conflict(audit_anchors::tenant)
+                    .do_update()
+                    .set((audit_anchors::seq.eq(seq), audit_anchors::hash.eq(&hash)))
+                    .execute(c)?;
+                let n = diesel::delete(
+                    audit_events::table
+                        .filter(audit_events::tenant.eq(&tenant))
+                        .filter(audit_events::seq.le(seq)),
+                )
+                .execute(c)?;
+                Ok(n as u64)
+            })
+        })
+        .await
+    }
+
+    async fn audit_anchor(&self, tenant: &str) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        let tenant = tenant.to_owned();
+        self.with_reader(move |c| {
+            Ok(audit_anchors::table
+                .find(&tenant)
+                .select((audit_anchors::seq, audit_anchors::hash))
+                .first(c)
+                .optional()?)
         })
         .await
     }

@@ -371,14 +371,18 @@ pub trait Store: Send + Sync {
         part: i64,
     ) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 
-    /// Appends an audit row to the tenant's chain: under a lock, the store
-    /// assigns `seq` (one more than the last) and calls `seal` with the row and
-    /// the last row's hash (empty for the first), which gives `(key_id, hash)`.
-    /// Appends never interleave, so the chain has no forks.
+    /// Appends audit rows, in order, to one tenant's chain in one transaction
+    /// (many requests share a commit): under a lock, the store numbers them
+    /// after the last row (or the retention anchor) and calls `seal` with each
+    /// row and the hash of the one before it (empty for the very first),
+    /// which gives `(key_id, hash)`. Appends never interleave, so the chain
+    /// has no forks. Returns the last sequence number.
     fn append_audit(
         &self,
-        event: schema::AuditEvent,
-        seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
+        events: Vec<schema::AuditEvent>,
+        seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String>
+        + Send
+        + 'static,
     ) -> impl Future<Output = StoreResult<i64>> + Send;
 
     /// Audit rows of a tenant with `seq > after`, in order, at most `limit`.
@@ -388,6 +392,21 @@ pub trait Store: Send + Sync {
         after: i64,
         limit: i64,
     ) -> impl Future<Output = StoreResult<Vec<schema::AuditEvent>>> + Send;
+
+    /// Deletes the tenant's audit rows recorded before `before` (microseconds),
+    /// keeping the last deleted row's `(seq, hash)` as the chain's anchor.
+    /// Returns how many rows went.
+    fn prune_audit(
+        &self,
+        tenant: &str,
+        before: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// The anchor retention left: the last deleted row's `(seq, hash)`.
+    fn audit_anchor(
+        &self,
+        tenant: &str,
+    ) -> impl Future<Output = StoreResult<Option<(i64, Vec<u8>)>>> + Send;
 
     /// A user by name.
     fn user(

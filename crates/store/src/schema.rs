@@ -1160,3 +1160,11 @@ impl AuditEvent {
         out
     }
 }
+
+diesel::table! {
+    audit_anchors (tenant) {
+        tenant -> Text,
+        seq -> BigInt,
+        hash -> Binary,
+    }
+}
