@@ -88,11 +88,7 @@ impl AuditLog {
 }
 
 /// Commits queued rows, a batch per transaction, per tenant in arrival order.
-async fn writer(
-    store: AnyStore,
-    keys: Arc<KeyRing>,
-    mut rx: tokio::sync::mpsc::Receiver<Pending>,
-) {
+async fn writer(store: AnyStore, keys: Arc<KeyRing>, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {

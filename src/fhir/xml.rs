@@ -359,11 +359,7 @@ impl Reader<'_> {
                         let mut values = Vec::with_capacity(nodes.len());
                         let mut companions = Vec::with_capacity(nodes.len());
                         for (i, n) in nodes.iter().enumerate() {
-                            let at = if el.repeats {
-                                format!("{at}[{i}]")
-                            } else {
-                                at.clone()
-                            };
+                            let at = item_at(&at, el.repeats, i);
                             let (v, c) = self.primitive(n, p, &at)?;
                             values.push(v);
                             companions.push(c);
@@ -390,11 +386,7 @@ impl Reader<'_> {
                     TypeRef::Complex(c) => {
                         let mut items = Vec::with_capacity(nodes.len());
                         for (i, n) in nodes.iter().enumerate() {
-                            let at = if el.repeats {
-                                format!("{at}[{i}]")
-                            } else {
-                                at.clone()
-                            };
+                            let at = item_at(&at, el.repeats, i);
                             let mut o = Object::default();
                             self.members(&mut o, c, n, &at, false)?;
                             if o.0.is_empty() {
@@ -410,11 +402,7 @@ impl Reader<'_> {
                     TypeRef::Resource => {
                         let mut items = Vec::with_capacity(nodes.len());
                         for (i, n) in nodes.iter().enumerate() {
-                            let at = if el.repeats {
-                                format!("{at}[{i}]")
-                            } else {
-                                at.clone()
-                            };
+                            let at = item_at(&at, el.repeats, i);
                             if !n.attrs.is_empty() {
                                 return Err(XmlError::at(&at, "unexpected attribute"));
                             }
@@ -500,6 +488,15 @@ impl Reader<'_> {
             }
             _ => Ok(Json::string(text)),
         }
+    }
+}
+
+/// The location of item `i` of an element (`name[i]` when it repeats).
+fn item_at(at: &str, repeats: bool, i: usize) -> String {
+    if repeats {
+        format!("{at}[{i}]")
+    } else {
+        at.to_owned()
     }
 }
 
@@ -705,11 +702,7 @@ impl Writer {
                             vec![value]
                         };
                         for (i, item) in items.into_iter().enumerate() {
-                            let at = if el.repeats {
-                                format!("{at}[{i}]")
-                            } else {
-                                at.clone()
-                            };
+                            let at = item_at(&at, el.repeats, i);
                             let Json::Object(o) = item else {
                                 return Err(XmlError::at(&at, "must be a JSON object"));
                             };
@@ -724,11 +717,7 @@ impl Writer {
                             vec![value]
                         };
                         for (i, item) in items.into_iter().enumerate() {
-                            let at = if el.repeats {
-                                format!("{at}[{i}]")
-                            } else {
-                                at.clone()
-                            };
+                            let at = item_at(&at, el.repeats, i);
                             self.indent();
                             self.out.push(b'<');
                             self.out.extend_from_slice(json_name.as_bytes());

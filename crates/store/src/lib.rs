@@ -380,9 +380,7 @@ pub trait Store: Send + Sync {
     fn append_audit(
         &self,
         events: Vec<schema::AuditEvent>,
-        seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String>
-        + Send
-        + 'static,
+        seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> impl Future<Output = StoreResult<i64>> + Send;
 
     /// Audit rows of a tenant with `seq > after`, in order, at most `limit`.
