@@ -53,8 +53,10 @@ pub fn classify(method: &Method, rel: &str) -> Option<Interaction> {
         [".well-known", "smart-configuration"] if get => Interaction::smart_configuration(),
         ["_history"] if get => Interaction::history_system(),
         ["_search"] if post => Interaction::search_system(),
-        // Export status and files belong to a job; until jobs record who
-        // started them, only the engine's rule for unknown operations applies.
+        // An export's status and files are its data: the kick-off's rule
+        // (read on every type without limits) applies to them too. Jobs do not
+        // yet record who started them.
+        ["$export-status", ..] | ["$export-file", ..] => Interaction::operation_system("export"),
         [s, ..] if s.starts_with('$') => Interaction::operation_system(&op(s)?),
         [t] if is_type(t) => match *method {
             _ if get => Interaction::search_type(t),
@@ -512,11 +514,10 @@ mod tests {
                 .unwrap()
                 .contains("everything")
         );
-        assert!(
-            c(Method::GET, "/$export-status/abc")
-                .unwrap()
-                .contains("export-status")
-        );
+        for path in ["/$export-status/abc", "/$export-file/abc/Patient.ndjson"] {
+            let i = c(Method::GET, path).unwrap();
+            assert!(i.contains("name: \"export\""), "{i}");
+        }
         assert_eq!(c(Method::GET, "/NotAType/1"), None);
         assert_eq!(c(Method::GET, "/Patient/1/x/y/z"), None);
         assert_eq!(c(Method::POST, "/Patient/1"), None);

@@ -173,6 +173,51 @@ async fn access_control(backend: Backend) {
     let (_, all, _) = as_user(&app, Some(&rita), reqwest::Method::GET, "Patient", None).await;
     assert_eq!(ids(&all).len(), 2, "nothing was written");
 
+    // A reader may export everything it may read, and poll and fetch its files.
+    let res = crate::support::bare_client()
+        .get(app.url("$export?_type=Patient"))
+        .header("authorization", &rita)
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let status_url = res.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut manifest = Value::Null;
+    for _ in 0..400 {
+        let res = crate::support::bare_client()
+            .get(&status_url)
+            .header("authorization", &rita)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            manifest = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+            break;
+        }
+        assert_eq!(res.status(), 202);
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let file = manifest["output"][0]["url"].as_str().unwrap().to_owned();
+    let res = crate::support::bare_client()
+        .get(&file)
+        .header("authorization", &rita)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap().lines().count(), 2);
+    // Without credentials, neither the status nor the file.
+    let res = crate::support::bare_client()
+        .get(&file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
     // A user who may read Observations only: included Patients are hidden,
     // Patients themselves refused.
     add_user(&app, "olga", "olga-pw-12", &["obs-reader"]).await;
