@@ -172,7 +172,8 @@ pub async fn status(
                 Json::string(crate::time::format_instant(job.transaction_time)),
             );
             manifest.push("request", Json::string(job.request.clone()));
-            manifest.push("requiresAccessToken", Json::Bool(false));
+            // Files are served with the same authorization as the data.
+            manifest.push("requiresAccessToken", Json::Bool(true));
             manifest.push("output", Json::Array(output));
             manifest.push("error", Json::Array(Vec::new()));
             Ok(HttpResponse::Ok()

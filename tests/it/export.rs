@@ -132,7 +132,7 @@ async fn bulk_export(backend: Backend) {
     // System level, two types: the files hold exactly what is stored.
     let manifest = export(&app, "$export?_type=Patient,Observation").await;
     assert!(manifest["transactionTime"].is_string());
-    assert_eq!(manifest["requiresAccessToken"], false);
+    assert_eq!(manifest["requiresAccessToken"], true);
     assert!(
         manifest["request"]
             .as_str()
