@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Compares a server's per-type resource counts with the bundles loaded into it.
 
-    bench/check-import-counts.py BUNDLE_DIR --base http://127.0.0.1:8080/fhir
+    HEARTH_AUTH=admin:PASSWORD bench/check-import-counts.py BUNDLE_DIR --base http://127.0.0.1:8080/fhir
 
 Counts, per resource type, the entries of the transaction/batch bundles in
 BUNDLE_DIR (`*.json`, `*.json.gz`) that create or update a resource, asks the
-server for `GET [base]/[type]?_summary=count` of each type, and prints both.
+server for `GET [base]/[type]?_summary=count` of each type (signed in with HTTP
+Basic as `HEARTH_AUTH`, `user:password`), and prints both.
 Exits non-zero when any type differs (the check of `hearth import`, issue
 acceptance: the counts must match exactly).
 """
 
 import argparse
+import base64
 import gzip
 import json
 import os
@@ -45,7 +47,11 @@ def main():
     print(f"{'type':32} {'bundles':>9} {'server':>9}")
     for t in sorted(expected):
         url = f"{args.base}/{t}?_summary=count"
-        with urllib.request.urlopen(url) as r:
+        req = urllib.request.Request(url)
+        if os.environ.get("HEARTH_AUTH"):
+            token = base64.b64encode(os.environ["HEARTH_AUTH"].encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req) as r:
             got = json.load(r)["total"]
         mark = "" if got == expected[t] else "  <-- differs"
         bad += got != expected[t]

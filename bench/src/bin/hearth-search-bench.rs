@@ -122,10 +122,34 @@ async fn main() {
         });
     });
     let base = format!("http://{addr}/fhir");
-    let client = reqwest::Client::new();
-    while client.get(format!("{base}/metadata")).send().await.is_err() {
+    let anonymous = reqwest::Client::new();
+    while anonymous
+        .get(format!("{base}/metadata"))
+        .send()
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The server wants credentials: a bench administrator, (re)set each run.
+    const PASSWORD: &str = "Bench-pass-1";
+    let store = hearth::app::open_store(&config).unwrap();
+    hearth::auth::set_local_user(&store, "bench", PASSWORD, &["admin".to_owned()])
+        .await
+        .unwrap();
+    let client = {
+        use base64::Engine;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("bench:{PASSWORD}"));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {token}").parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
     println!(
         "start-up (migrations, reindex jobs): {:.1} s",
         start.elapsed().as_secs_f64()
