@@ -256,6 +256,16 @@ pub fn listener_server(
             .wrap(middleware::from_fn(http::request_context))
             .wrap(http::security_headers(tls))
     });
+    // The client certificate (when the TLS handshake verified one) travels
+    // with the connection to the guard.
+    let server = server.on_connect(|conn, ext| {
+        if let Some(tls) =
+            conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
+            && let Some(first) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+        {
+            ext.insert(http::PeerCertificate(first.as_ref().to_vec()));
+        }
+    });
     let server = match l.workers {
         0 => server,
         n => server.workers(n),
@@ -282,7 +292,12 @@ pub fn listener_server(
     let addr = listener.local_addr().map_err(bind_err)?;
     let server = match &l.tls {
         Some(t) => {
-            let tls = hearth_listener_http::server_config(&t.cert, &t.key)?;
+            let tls = hearth_listener_http::server_config(
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+                t.require_client_cert,
+            )?;
             server
                 .listen_rustls_0_23(listener, (*tls).clone())
                 .map_err(bind_err)?

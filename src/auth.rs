@@ -92,6 +92,9 @@ enum ModuleImpl {
     Oidc {
         validator: Box<hearth_auth_oidc::OidcValidator>,
     },
+    Certificate {
+        roles: Vec<String>,
+    },
 }
 
 struct Module {
@@ -166,6 +169,19 @@ impl Modules {
         }
         let mut by_name = BTreeMap::new();
         for m in &config.security.modules {
+            if let ModuleConfig::Certificate { name, roles } = m {
+                by_name.insert(
+                    name.clone(),
+                    Arc::new(Module {
+                        name: name.clone(),
+                        imp: ModuleImpl::Certificate {
+                            roles: roles.clone(),
+                        },
+                    }),
+                );
+                tracing::info!(module = %name, kind = "certificate", "security module enabled");
+                continue;
+            }
             if let ModuleConfig::Oidc(o) = m {
                 let validator = hearth_auth_oidc::OidcValidator::new(o.to_validator_config())
                     .map_err(|e| format!("oidc module {}: {e}", o.name))?;
@@ -251,13 +267,39 @@ impl Modules {
 }
 
 impl Authenticator {
-    /// The principal of a request, from its `Authorization` header.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, Refusal> {
+    /// The principal of a request, from its `Authorization` header or (when
+    /// the chain has a `certificate` module and there is no header) the TLS
+    /// client certificate the handshake verified.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        certificate: Option<&[u8]>,
+    ) -> Result<Principal, Refusal> {
         let Some(header) = authorization else {
+            if let Some(der) = certificate {
+                for module in &self.chain {
+                    if let ModuleImpl::Certificate { roles } = &module.imp {
+                        let user = certificate_user(der).ok_or_else(|| Refusal {
+                            module: Some(module.name.clone()),
+                            user: None,
+                            reason: "the client certificate names no subject common name".into(),
+                            unavailable: false,
+                        })?;
+                        return Ok(self.principal(&VerifiedUser {
+                            name: user,
+                            roles: roles.clone(),
+                            source: "certificate",
+                            external_id: None,
+                        }));
+                    }
+                }
+            }
             return Ok(Principal::anonymous().with_permissions(self.anonymous.iter().cloned()));
         };
         for module in &self.chain {
             match &module.imp {
+                // Credentials in a header are not this module's.
+                ModuleImpl::Certificate { .. } => continue,
                 ModuleImpl::Oidc { validator } => {
                     let Some(token) = hearth_auth_oidc::bearer_token(header) else {
                         continue;
@@ -646,4 +688,30 @@ mod throttle_tests {
         std::thread::sleep(Duration::from_millis(250));
         assert!(t.blocked("10.0.0.9", Some("zed")).is_none());
     }
+}
+
+/// The subject common name of a DER certificate.
+fn certificate_user(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    const CN: x509_cert::der::asn1::ObjectIdentifier =
+        x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)
+        .and_then(|atv| {
+            atv.value
+                .decode_as::<x509_cert::der::asn1::Utf8StringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| {
+                    atv.value
+                        .decode_as::<x509_cert::der::asn1::PrintableStringRef<'_>>()
+                        .map(|s| s.as_str().to_owned())
+                })
+                .ok()
+        })
+        .filter(|n| !n.is_empty() && !n.contains(char::is_control))
 }

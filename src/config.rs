@@ -216,6 +216,13 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// PEM CA certificates whose client certificates the listener accepts
+    /// (a `certificate` module in the chain turns them into principals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse the handshake without a client certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -350,6 +357,10 @@ pub enum ModuleConfig {
     Ldap(Box<LdapModuleConfig>),
     /// Bearer JWTs from an external OpenID Connect issuer.
     Oidc(Box<OidcModuleConfig>),
+    /// The TLS client certificate (verified by the listener against its
+    /// `client_ca`): the user is the certificate's subject common name, with
+    /// these roles.
+    Certificate { name: String, roles: Vec<String> },
 }
 
 impl ModuleConfig {
@@ -358,6 +369,7 @@ impl ModuleConfig {
             ModuleConfig::Basic { name, .. } => name,
             ModuleConfig::Ldap(l) => &l.name,
             ModuleConfig::Oidc(o) => &o.name,
+            ModuleConfig::Certificate { name, .. } => name,
         }
     }
 }
@@ -664,7 +676,9 @@ impl Config {
             .iter()
             .filter_map(|m| match m {
                 ModuleConfig::Ldap(l) => Some(l.name.as_str()),
-                ModuleConfig::Basic { .. } | ModuleConfig::Oidc(_) => None,
+                ModuleConfig::Basic { .. }
+                | ModuleConfig::Oidc(_)
+                | ModuleConfig::Certificate { .. } => None,
             })
             .collect();
         for m in &self.security.modules {
@@ -683,7 +697,7 @@ impl Config {
                         ),
                     });
                 }
-                ModuleConfig::Basic { .. } => {}
+                ModuleConfig::Basic { .. } | ModuleConfig::Certificate { .. } => {}
                 ModuleConfig::Oidc(o) => {
                     if let Err(e) = hearth_auth_oidc::OidcValidator::new(o.to_validator_config()) {
                         return Err(ConfigError::Invalid {

@@ -174,7 +174,14 @@ pub async fn guard(
         }
         return respond(req, facts, res);
     }
-    let principal = match state.auth.authenticate(authorization.as_deref()).await {
+    let certificate = req
+        .conn_data::<super::PeerCertificate>()
+        .map(|c| c.0.clone());
+    let principal = match state
+        .auth
+        .authenticate(authorization.as_deref(), certificate.as_deref())
+        .await
+    {
         Ok(p) => {
             if authorization.is_some()
                 && let Some(u) = p.user_name()

@@ -42,6 +42,10 @@ use crate::service::{ResourceVersion, Service};
 
 pub const FHIR_JSON: &str = "application/fhir+json";
 
+/// The DER certificate a TLS client presented (verified by the handshake).
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Vec<u8>);
+
 /// Everything handlers share (one per listener; the service is shared).
 #[derive(Clone)]
 pub struct AppState {

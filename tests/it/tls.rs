@@ -28,6 +28,8 @@ async fn https_listener_serves_tls_1_2_and_1_3() {
         c.http.tls = Some(TlsConfig {
             cert: pki.cert.clone(),
             key: pki.key.clone(),
+            client_ca: None,
+            require_client_cert: false,
         })
     })
     .await;
@@ -105,6 +107,86 @@ async fn https_listener_serves_tls_1_2_and_1_3() {
         .send()
         .await;
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
+
+/// Client certificates: a listener that accepts them (optionally) turns a
+/// verified certificate into a principal (its subject CN, the `certificate`
+/// module's roles); a certificate from another CA ends the handshake; without
+/// one, the other modules of the chain still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_authenticate() {
+    use hearth::config::ModuleConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = generate(dir.path(), "Hearth mTLS test CA");
+    let other = generate(&dir.path().join("other").tap_mkdir(), "Another CA");
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        c.http.tls = Some(TlsConfig {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+            client_ca: Some(pki.ca.clone()),
+            require_client_cert: false,
+        });
+        c.security.modules.push(ModuleConfig::Certificate {
+            name: "cert".into(),
+            roles: vec!["reader".into()],
+        });
+        c.http.security = vec!["basic".into(), "cert".into()];
+    })
+    .await;
+    let with_identity = |identity: &str| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap()])
+            .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let alice = with_identity(&pki.client_identity_pem);
+    let res = alice.get(app.url("Patient")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = alice
+        .post(app.url("Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "a reader");
+    // No certificate, no credentials: asked to sign in; Basic still works.
+    let plain = client(&pki.ca_pem, reqwest::tls::Version::TLS_1_3);
+    assert_eq!(
+        plain.get(app.url("Patient")).send().await.unwrap().status(),
+        401
+    );
+    let res = plain
+        .get(app.url("Patient"))
+        .header("authorization", crate::support::admin_authorization())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A certificate from a CA the listener does not trust: no connection.
+    let stranger = with_identity(&other.client_identity_pem);
+    assert!(stranger.get(app.url("Patient")).send().await.is_err());
+    // The audit log names the certificate's subject.
+    let store = hearth::app::open_store(&app.config).unwrap();
+    let rows = hearth_store::Store::audit_events(&store, "default", 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.user_name.as_deref() == Some("alice-cert") && r.status == 200)
+    );
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
 }
 
 /// A cluster that only accepts TLS connections, with its certificates.

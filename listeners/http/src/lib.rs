@@ -36,8 +36,15 @@ pub fn check_bind(addr: SocketAddr, tls: bool, allow_insecure: bool) -> Result<(
 }
 
 /// A rustls server configuration from PEM files: TLS 1.2 and 1.3 only, the
-/// provider's default (strong) cipher suites, no client authentication.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ListenerError> {
+/// provider's default (strong) cipher suites. With `client_ca`, clients may
+/// (or, with `require_client_cert`, must) present a certificate issued by one
+/// of its CAs; one that does not verify ends the handshake.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    require_client_cert: bool,
+) -> Result<Arc<ServerConfig>, ListenerError> {
     let cert_err = |message: String| ListenerError::Certificate {
         path: cert.display().to_string(),
         message,
@@ -55,10 +62,42 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Liste
         message: "no readable PEM private key".into(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ListenerError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| ListenerError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let ca_err = |message: String| ListenerError::Certificate {
+                path: ca.display().to_string(),
+                message,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(e.to_string()))? {
+                roots
+                    .add(c.map_err(|e| ca_err(e.to_string()))?)
+                    .map_err(|e| ca_err(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(ca_err("no CA certificate found".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| ListenerError::Tls(e.to_string()))?,
+            )
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key_der)
         .map_err(|e| ListenerError::Tls(e.to_string()))?;
     Ok(Arc::new(config))
@@ -82,6 +121,8 @@ mod tests {
         let e = server_config(
             Path::new("/nonexistent/cert.pem"),
             Path::new("/nonexistent/key.pem"),
+            None,
+            false,
         )
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/cert.pem"));

@@ -9,6 +9,8 @@ pub struct TestPki {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// A client certificate (subject CN `alice-cert`) and its key, PEM, one after the other.
+    pub client_identity_pem: String,
 }
 
 /// Writes `ca.pem`, `server.crt` and `server.key` into `dir`.
@@ -28,11 +30,19 @@ pub fn generate(dir: &Path, ca_name: &str) -> TestPki {
         .distinguished_name
         .push(DnType::CommonName, "localhost");
     let cert = params.signed_by(&key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "alice-cert");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
     let pki = TestPki {
         ca_pem: ca_cert.pem(),
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
         ca: dir.join("ca.pem"),
+        client_identity_pem: format!("{}{}", client_cert.pem(), client_key.serialize_pem()),
     };
     std::fs::write(&pki.cert, cert.pem()).unwrap();
     std::fs::write(&pki.key, key.serialize_pem()).unwrap();
