@@ -264,9 +264,16 @@ pub async fn guard(
             .query_string()
             .split('&')
             .any(|p| matches!(p, "_summary=count" | "_total=accurate" | "_total=estimate"));
+        // A type search limited to patients' compartments only (no SMART
+        // filter) is narrowed in the query itself, so its counts are exact.
+        let narrowed_in_query = interaction.kind == hearth_security::InteractionKind::SearchType
+            && interaction
+                .res_type
+                .as_deref()
+                .is_some_and(|t| n.filters_for(t).is_none());
         let why = if interaction.writes() {
             Some("writes limited to a compartment or a filter are not supported yet")
-        } else if counting {
+        } else if counting && !narrowed_in_query {
             Some("counts are not available under compartment or filter limits")
         } else {
             None

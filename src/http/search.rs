@@ -389,6 +389,26 @@ async fn run_system(
 
 /// Runs a search of type `t`; `within` restricts it (a compartment) and `path`
 /// is what the links repeat (`Observation`, `Patient/1/Observation`).
+/// A caller limited to some patients' compartments (a compartment-limited
+/// permission, a `patient/` scope) searches only there: the limit is a
+/// condition of the query, so pages are full and totals count only what the
+/// caller may see (`check_resource` still runs on what is returned).
+fn narrowed_to_patients(req: &HttpRequest, t: &str) -> Option<Condition> {
+    use actix_web::HttpMessage;
+    let ext = req.extensions();
+    let access = ext.get::<super::Access>()?;
+    let patients = access.decision.narrowing()?.patients_for(t)?;
+    let ids: Vec<String> = patients.into_iter().collect();
+    Some(if t == "Patient" {
+        Condition::Id(ids)
+    } else {
+        Condition::InCompartment {
+            compartment: "Patient".to_owned(),
+            ids: Some(ids),
+        }
+    })
+}
+
 async fn run(
     req: HttpRequest,
     t: &str,
@@ -439,6 +459,7 @@ async fn run(
         return Err(ApiError::invalid("_page does not belong to this search"));
     }
     q.conditions.extend(within);
+    q.conditions.extend(narrowed_to_patients(&req, t));
     q.drive_below = state.search_drive_below;
     let checks = plan::rechecks(&parsed)?;
     let only_count = parsed.summary == Some(Summary::Count);

@@ -263,12 +263,32 @@ async fn access_control(backend: Backend) {
     .await;
     assert_eq!(status, 200);
     assert!(ids(&body).iter().all(|i| i != "Patient/p2"));
-    // Counts would leak what is hidden: refused under a compartment limit.
-    let (status, _, _) = as_user(
+    // A type search is narrowed in the query: its count is exact.
+    let (status, body, _) = as_user(
         &app,
         Some(&pia),
         reqwest::Method::GET,
         "Observation?_summary=count",
+        None,
+    )
+    .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)));
+    let (status, body, _) = as_user(
+        &app,
+        Some(&pia),
+        reqwest::Method::GET,
+        "Patient?_summary=count",
+        None,
+    )
+    .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)));
+    // Where results are only filtered after the fact, counts would leak:
+    // refused.
+    let (status, _, _) = as_user(
+        &app,
+        Some(&pia),
+        reqwest::Method::GET,
+        "?_type=Observation&_summary=count",
         None,
     )
     .await;
