@@ -510,15 +510,7 @@ impl hearth_store::Store for PgStore {
                     .await
                     .optional()?,
             };
-            let (mut seq, mut prev) = last.map_or((0, Vec::new()), |(s, h)| (s, h));
-            for event in &mut events {
-                seq += 1;
-                event.seq = seq;
-                let (key_id, hash) = seal(event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
-                event.key_id = key_id;
-                event.hash = hash.clone();
-                prev = hash;
-            }
+            let seq = hearth_store::link_audit_rows(&mut events, last, seal)?;
             for chunk in events.chunks(500) {
                 diesel::insert_into(audit_events::table)
                     .values(chunk)

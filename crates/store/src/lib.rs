@@ -517,6 +517,27 @@ pub struct Migration {
 
 /// A stable checksum of a migration's text (FNV-1a 64), stored so that an edited,
 /// already-applied migration is detected instead of silently skipped.
+/// Links audit rows to a chain whose last row is `last` (`(seq, hash)`, or
+/// None for an empty chain): numbers them in order and asks `seal` for each
+/// row's `(key_id, hash)` given the hash before it. Both backends call it
+/// inside their append transaction. Returns the last sequence number.
+pub fn link_audit_rows(
+    events: &mut [schema::AuditEvent],
+    last: Option<(i64, Vec<u8>)>,
+    seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String>,
+) -> StoreResult<i64> {
+    let (mut seq, mut prev) = last.unwrap_or((0, Vec::new()));
+    for event in events {
+        seq += 1;
+        event.seq = seq;
+        let (key_id, hash) = seal(event, &prev).map_err(|e| StoreError::Seal(e.into()))?;
+        event.key_id = key_id;
+        event.hash = hash.clone();
+        prev = hash;
+    }
+    Ok(seq)
+}
+
 pub fn migration_checksum(sql: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in sql.bytes() {
