@@ -271,8 +271,16 @@ pub async fn guard(
                 .res_type
                 .as_deref()
                 .is_some_and(|t| n.filters_for(t).is_none());
-        let why = if interaction.writes() {
-            Some("writes limited to a compartment or a filter are not supported yet")
+        // Instance writes are checked by their handlers (`check_write` on the
+        // new content and the stored version); other writes are refused.
+        let checked_write = interaction.id.is_some()
+            && matches!(
+                interaction.kind,
+                hearth_security::InteractionKind::Update | hearth_security::InteractionKind::Delete
+            )
+            || interaction.kind == hearth_security::InteractionKind::Create;
+        let why = if interaction.writes() && !checked_write {
+            Some("this write is not supported under compartment or filter limits")
         } else if counting && !narrowed_in_query {
             Some("counts are not available under compartment or filter limits")
         } else {
@@ -302,6 +310,81 @@ pub async fn guard(
         return Ok(res.map_into_boxed_body());
     };
     filter_response(res, &principal, &narrowing).await
+}
+
+/// Refuses a write that cannot be checked under compartment or filter limits
+/// (a conditional create answers with whatever matched).
+pub fn require_unrestricted(req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+    let restricted = req
+        .extensions()
+        .get::<Access>()
+        .and_then(|a| a.decision.narrowing().map(|n| !n.is_unrestricted()))
+        .unwrap_or(true);
+    if restricted {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "access denied: this write is not supported under compartment or filter limits",
+        ));
+    }
+    Ok(())
+}
+
+/// A write under compartment or filter limits: the new content (create,
+/// update) and the version it replaces (update, delete) must both be within
+/// them. Returns the version checked, for the caller to write only over it
+/// (an implicit `If-Match`, so a concurrent change cannot slip in between).
+pub async fn check_narrowed_write(
+    req: &actix_web::HttpRequest,
+    state: &AppState,
+    t: &str,
+    id: Option<&str>,
+    new_body: Option<&[u8]>,
+) -> Result<Option<i64>, ApiError> {
+    let access = req.extensions().get::<Access>().cloned().ok_or_else(|| {
+        ApiError::internal("a write reached its handler without an access decision")
+    })?;
+    let Some(narrowing) = access.decision.narrowing() else {
+        return Ok(None);
+    };
+    if narrowing.is_unrestricted() {
+        return Ok(None);
+    }
+    let outside = |what: &str| {
+        ApiError::new(
+            ErrorKind::Forbidden,
+            format!("access denied: {what} is outside the compartments this caller may write"),
+        )
+    };
+    if let Some(body) = new_body {
+        let json = crate::json::parse(body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON: {e}")))?;
+        let new_id = id.unwrap_or("");
+        let facts = ResourceFacts::new(t, new_id, patients_of(t, &json));
+        if !hearth_security::check_write(narrowing, &facts) {
+            return Err(outside("the new content"));
+        }
+    }
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    match state
+        .service
+        .read(crate::store::DEFAULT_TENANT, t, id)
+        .await
+    {
+        Ok(rv) => {
+            let json = crate::json::parse(&rv.body)
+                .map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
+            let facts = ResourceFacts::new(t, id, patients_of(t, &json));
+            if hearth_security::check_write(narrowing, &facts) {
+                Ok(Some(rv.version))
+            } else {
+                Err(outside("the stored resource"))
+            }
+        }
+        Err(e) if matches!(e.status(), 404 | 410) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// A short name of an interaction for the audit log (`read`, `search-type`,

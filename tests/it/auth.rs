@@ -74,6 +74,10 @@ async fn access_control(backend: Backend) {
         c.security
             .roles
             .insert("p1-reader".into(), vec!["read:*@Patient/p1".into()]);
+        c.security.roles.insert(
+            "p1-writer".into(),
+            vec!["read:*@Patient/p1".into(), "write:*@Patient/p1".into()],
+        );
     })
     .await;
     for p in ["p1", "p2"] {
@@ -296,6 +300,88 @@ async fn access_control(backend: Backend) {
     let (status, _, _) =
         as_user(&app, Some(&pia), reqwest::Method::GET, "Organization", None).await;
     assert_eq!(status, 403);
+
+    // A writer limited to one patient's compartment writes there only: the
+    // new content and the version it replaces are both checked.
+    add_user(&app, "wes", "wes-pass-12", &["p1-writer"]).await;
+    let wes = basic_authorization("wes", "wes-pass-12");
+    let obs_for = |p: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+               "subject": {"reference": format!("Patient/{p}")}})
+    };
+    let (status, mine, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::POST,
+        "Observation",
+        Some(obs_for("p1")),
+    )
+    .await;
+    assert_eq!(status, 201, "{mine}");
+    let (status, _, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::POST,
+        "Observation",
+        Some(obs_for("p2")),
+    )
+    .await;
+    assert_eq!(status, 403, "another patient's compartment");
+    let mine_id = mine["id"].as_str().unwrap().to_owned();
+    let mut moved = obs_for("p2");
+    moved["id"] = json!(mine_id.clone());
+    let (status, _, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::PUT,
+        &format!("Observation/{mine_id}"),
+        Some(moved),
+    )
+    .await;
+    assert_eq!(status, 403, "moving it out");
+    let (_, all_obs) = crate::support::json(app.get("Observation?subject=Patient/p2").await).await;
+    let theirs = all_obs["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut taken = obs_for("p1");
+    taken["id"] = json!(theirs.clone());
+    let (status, _, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::PUT,
+        &format!("Observation/{theirs}"),
+        Some(taken),
+    )
+    .await;
+    assert_eq!(status, 403, "taking over another patient's resource");
+    let (status, _, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::DELETE,
+        &format!("Observation/{theirs}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::DELETE,
+        &format!("Observation/{mine_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = as_user(
+        &app,
+        Some(&wes),
+        reqwest::Method::PATCH,
+        "Observation?subject=Patient/p1",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "conditional writes are refused under limits");
 
     // The password policy (administrators need more).
     let store = hearth::app::open_store(&app.config).unwrap();
