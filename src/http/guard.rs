@@ -359,7 +359,8 @@ pub async fn check_narrowed_write(
         let json = crate::json::parse(body)
             .map_err(|e| ApiError::invalid(format!("invalid JSON: {e}")))?;
         let new_id = id.unwrap_or("");
-        let facts = ResourceFacts::new(t, new_id, patients_of(t, &json));
+        let matches = |_: &str, pairs: &[(String, String)]| matches_filter(&json, pairs);
+        let facts = ResourceFacts::new(t, new_id, patients_of(t, &json)).with_filter(&matches);
         if !hearth_security::check_write(narrowing, &facts) {
             return Err(outside("the new content"));
         }
@@ -375,7 +376,8 @@ pub async fn check_narrowed_write(
         Ok(rv) => {
             let json = crate::json::parse(&rv.body)
                 .map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
-            let facts = ResourceFacts::new(t, id, patients_of(t, &json));
+            let matches = |_: &str, pairs: &[(String, String)]| matches_filter(&json, pairs);
+            let facts = ResourceFacts::new(t, id, patients_of(t, &json)).with_filter(&matches);
             if hearth_security::check_write(narrowing, &facts) {
                 Ok(Some(rv.version))
             } else {
@@ -543,8 +545,44 @@ fn visible(principal: &Principal, narrowing: &Narrowing, resource: &Json) -> boo
     };
     let res_type = o.get("resourceType").and_then(Json::as_str).unwrap_or("");
     let id = o.get("id").and_then(Json::as_str).unwrap_or("");
-    let facts = ResourceFacts::new(res_type, id, patients_of(res_type, resource));
+    let matches = |_: &str, pairs: &[(String, String)]| matches_filter(resource, pairs);
+    let facts =
+        ResourceFacts::new(res_type, id, patients_of(res_type, resource)).with_filter(&matches);
     hearth_security::check_resource(principal, narrowing, &facts)
+}
+
+/// Whether a resource matches SMART 2.x filter pairs (`category=…&…`): every
+/// pair must match. Token parameters are matched (`code`, `system|code`,
+/// `|code`, `system|`, commas for alternatives); any other kind of parameter
+/// matches nothing, so a filter this server cannot evaluate hides rather
+/// than shows.
+pub fn matches_filter(resource: &Json, pairs: &[(String, String)]) -> bool {
+    let entries = crate::search::extract::extract(resource);
+    pairs.iter().all(|(param, value)| {
+        value.split(',').any(|wanted| {
+            let (system, code) = match wanted.split_once('|') {
+                Some((s, c)) => (Some(s), c),
+                None => (None, wanted),
+            };
+            entries
+                .iter()
+                .filter(|e| e.param == param)
+                .any(|e| match &e.value {
+                    crate::search::extract::IndexValue::Token {
+                        system: s, code: c, ..
+                    } => {
+                        let system_ok = match system {
+                            None => true,
+                            Some("") => s.is_none(),
+                            Some(want) => s.as_deref() == Some(want),
+                        };
+                        let code_ok = code.is_empty() || c.as_deref() == Some(code);
+                        system_ok && code_ok && !(code.is_empty() && system.is_none())
+                    }
+                    _ => false,
+                })
+        })
+    })
 }
 
 /// The patients whose compartment a resource is in (by the R4 Patient
@@ -582,6 +620,33 @@ mod tests {
                 i.kind, i.res_type, i.id, i.compartment
             )
         })
+    }
+
+    #[test]
+    fn smart_filters_match_tokens_only() {
+        let obs = crate::json::parse(
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
+                "category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}]}"#,
+        )
+        .unwrap_or(Json::Null);
+        let pairs = |v: &str| vec![("category".to_owned(), v.to_owned())];
+        assert!(matches_filter(&obs, &pairs("laboratory")));
+        assert!(matches_filter(
+            &obs,
+            &pairs("http://terminology.hl7.org/CodeSystem/observation-category|laboratory")
+        ));
+        assert!(matches_filter(&obs, &pairs("vital-signs,laboratory")));
+        assert!(!matches_filter(&obs, &pairs("vital-signs")));
+        assert!(!matches_filter(&obs, &pairs("http://other|laboratory")));
+        assert!(matches_filter(
+            &obs,
+            &[("status".to_owned(), "final".to_owned())]
+        ));
+        // Not a token parameter: never matches.
+        assert!(!matches_filter(
+            &obs,
+            &[("date".to_owned(), "2020".to_owned())]
+        ));
     }
 
     #[test]

@@ -44,8 +44,13 @@ async fn oidc_tokens(backend: Backend) {
             .insert("clinician".into(), vec!["read:*".into()]);
     })
     .await;
-    app.create(&json!({"resourceType": "Patient", "name": [{"family": "Token"}]}))
+    for p in ["p1", "p2"] {
+        app.put(
+            &format!("Patient/{p}"),
+            json!({"resourceType": "Patient", "id": p, "name": [{"family": "Token"}]}).to_string(),
+        )
         .await;
+    }
     let client = crate::support::bare_client();
     let call = |method: reqwest::Method, path: &str, token: &str| {
         client
@@ -151,6 +156,80 @@ async fn oidc_tokens(backend: Backend) {
             .collect();
         assert!(challenges.iter().any(|c| c.starts_with("Bearer")), "{what}");
     }
+
+    // A SMART 2.x patient token with a filter: laboratory Observations of the
+    // launch patient only.
+    let mut ids = std::collections::BTreeMap::new();
+    for (p, category) in [
+        ("p1", "laboratory"),
+        ("p1", "vital-signs"),
+        ("p2", "laboratory"),
+    ] {
+        let obs = app
+            .create(&json!({"resourceType": "Observation", "status": "final",
+                "code": {"text": "x"}, "subject": {"reference": format!("Patient/{p}")},
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                          "code": category}]}]}))
+            .await;
+        ids.insert(
+            format!("{p}-{category}"),
+            obs["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    let smart = idp
+        .sign(
+            "rs-1",
+            json!({}),
+            &idp.claims(json!({
+                "scope": "launch/patient patient/Observation.rs?category=laboratory",
+                "patient": "p1",
+                "preferred_username": "alice",
+                "realm_access": {"roles": ["clinician"]},
+            })),
+        )
+        .await;
+    let res = call(reqwest::Method::GET, "Observation", &smart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, bundle) = crate::support::json(res).await;
+    let seen: Vec<&str> = bundle["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(seen, [ids["p1-laboratory"].as_str()]);
+    let res = call(
+        reqwest::Method::GET,
+        &format!("Observation/{}", ids["p1-vital-signs"]),
+        &smart,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 404, "outside the filter: hidden");
+    let res = call(reqwest::Method::GET, "Observation?_summary=count", &smart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        403,
+        "a count would reveal what the filter hides"
+    );
+    let res = call(reqwest::Method::GET, "Patient/p1", &smart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        403,
+        "the token's scopes name Observation only"
+    );
 
     // Every refusal is in the audit log, with its reason and never the token.
     let store = hearth::app::open_store(&app.config).unwrap();
