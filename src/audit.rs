@@ -99,7 +99,6 @@ async fn writer(store: AnyStore, keys: Arc<KeyRing>, mut rx: tokio::sync::mpsc::
         }
         // Rows of one tenant form one chain; keep each tenant's order.
         let mut tenants: Vec<String> = batch.iter().map(|p| p.event.tenant.clone()).collect();
-        tenants.dedup();
         tenants.sort();
         tenants.dedup();
         for tenant in tenants {

@@ -255,15 +255,6 @@ impl Modules {
             store: self.store.clone(),
         })
     }
-
-    /// Forgets remembered credentials of a user (password, lock or role change).
-    pub fn forget_user(&self, name: &str) {
-        for m in self.by_name.values() {
-            if let ModuleImpl::Basic { cache, .. } = &m.imp {
-                cache.forget_user(name);
-            }
-        }
-    }
 }
 
 impl Authenticator {

@@ -369,7 +369,7 @@ impl Service {
                     }
                 }
             }
-            if !writer.finish().await? {
+            if !writer.flush().await? {
                 return Ok(());
             }
             if writer.lines > 0 {
@@ -472,9 +472,5 @@ impl PartWriter<'_> {
         self.job.updated_at = now_micros();
         self.service.store().save_export(self.job.clone()).await?;
         Ok(true)
-    }
-
-    async fn finish(&mut self) -> Result<bool, ApiError> {
-        self.flush().await
     }
 }

@@ -25,6 +25,11 @@ use crate::store::DEFAULT_TENANT;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// The caller's address, worked out once (see [`source_addr`]) for the audit
+/// row and the guard's brute-force counts.
+#[derive(Clone, Debug)]
+pub struct SourceAddr(pub String);
+
 /// What the guard knew about a request, for its audit row.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFacts {
@@ -38,7 +43,7 @@ pub struct AuditFacts {
 
 /// The caller's address: the peer, or, when the peer is a trusted proxy, the
 /// last address in `X-Forwarded-For` that is not one.
-pub(super) fn source_addr(req: &ServiceRequest, trusted: &[IpAddr]) -> String {
+fn source_addr(req: &ServiceRequest, trusted: &[IpAddr]) -> String {
     let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
         return "unknown".into();
     };
@@ -84,6 +89,7 @@ pub async fn audit_requests(
     };
     let method = req.method().to_string();
     let source = source_addr(&req, &state.trusted_proxies);
+    req.extensions_mut().insert(SourceAddr(source.clone()));
     let res = next.call(req).await?.map_into_boxed_body();
     let (facts, request_id) = {
         let ext = res.request().extensions();

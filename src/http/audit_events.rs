@@ -176,10 +176,11 @@ fn matches(event: &Json, row: &hearth_store::schema::AuditEvent, k: &str, v: &st
     };
     v.split(',').any(|v| match k {
         "patient" => row.patient.as_deref() == Some(v.trim_start_matches("Patient/")),
-        "entity" => row.resource.as_deref().is_some_and(|r| {
-            r == v || r.strip_suffix(&format!("/_history/{}", r.rsplit('/').next().unwrap_or("")))
-                == Some(v)
-        }),
+        // `Type/id` matches the row's resource with or without its version.
+        "entity" => row
+            .resource
+            .as_deref()
+            .is_some_and(|r| r.split("/_history/").next() == Some(v)),
         "altid" => row.user_name.as_deref() == Some(v) || row.client_id.as_deref() == Some(v),
         "outcome" => field("outcome").as_ref().and_then(Json::as_str) == Some(v),
         "action" => field("action").as_ref().and_then(Json::as_str) == Some(v),

@@ -136,7 +136,7 @@ pub async fn guard(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let basic = Challenges {
+    let challenges = Challenges {
         basic: state.auth.offers_basic(),
         bearer: state.auth.offers_bearer(),
     };
@@ -153,7 +153,10 @@ pub async fn guard(
         req.extensions_mut().insert(facts);
         Ok(req.into_response(res).map_into_boxed_body())
     };
-    let source = super::audit::source_addr(&req, &state.trusted_proxies);
+    let source = req
+        .extensions()
+        .get::<super::audit::SourceAddr>()
+        .map_or_else(|| "unknown".to_owned(), |s| s.0.clone());
     let claimed = authorization
         .as_deref()
         .and_then(hearth_auth_local::parse_basic)
@@ -167,7 +170,7 @@ pub async fn guard(
         let mut res = refuse(
             ErrorKind::TooManyRequests,
             "too many failed sign-in attempts; try again later",
-            basic,
+            challenges,
         );
         if let Ok(v) = HeaderValue::from_str(&retry.as_secs().max(1).to_string()) {
             res.headers_mut().insert(header::RETRY_AFTER, v);
@@ -205,10 +208,10 @@ pub async fn guard(
                 refuse(
                     ErrorKind::Unavailable,
                     "authentication is unavailable; try again later",
-                    basic,
+                    challenges,
                 )
             } else {
-                refuse(ErrorKind::Unauthorized, "authentication failed", basic)
+                refuse(ErrorKind::Unauthorized, "authentication failed", challenges)
             };
             return respond(req, facts, res);
         }
@@ -219,7 +222,11 @@ pub async fn guard(
     let Some(interaction) = interaction else {
         let res = if anonymous {
             facts.detail = "authentication required".into();
-            refuse(ErrorKind::Unauthorized, "authentication required", basic)
+            refuse(
+                ErrorKind::Unauthorized,
+                "authentication required",
+                challenges,
+            )
         } else {
             facts.detail = "not an endpoint of the FHIR API".into();
             ApiError::not_found("no such endpoint").error_response()
@@ -235,20 +242,28 @@ pub async fn guard(
     // one); a caller with no rights at all is asked to sign in instead.
     if anonymous && principal.permissions().is_empty() && !describes_server {
         facts.detail = "authentication required".into();
-        let res = refuse(ErrorKind::Unauthorized, "authentication required", basic);
+        let res = refuse(
+            ErrorKind::Unauthorized,
+            "authentication required",
+            challenges,
+        );
         return respond(req, facts, res);
     }
     let decision = hearth_security::decide(&principal, &interaction);
     if let Decision::Deny { reason } = &decision {
         facts.detail = format!("access denied: {reason}");
         let res = if anonymous {
-            refuse(ErrorKind::Unauthorized, "authentication required", basic)
+            refuse(
+                ErrorKind::Unauthorized,
+                "authentication required",
+                challenges,
+            )
         } else {
             tracing::info!(reason = %reason, "access denied");
             refuse(
                 ErrorKind::Forbidden,
                 format!("access denied: {reason}"),
-                basic,
+                challenges,
             )
         };
         return respond(req, facts, res);
@@ -288,7 +303,11 @@ pub async fn guard(
         };
         if let Some(why) = why {
             facts.detail = format!("access denied: {why}");
-            let res = refuse(ErrorKind::Forbidden, format!("access denied: {why}"), basic);
+            let res = refuse(
+                ErrorKind::Forbidden,
+                format!("access denied: {why}"),
+                challenges,
+            );
             return respond(req, facts, res);
         }
     }

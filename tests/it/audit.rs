@@ -195,7 +195,7 @@ async fn audit_log(backend: Backend) {
     assert_eq!(rows[6].user_name.as_deref(), Some("rita"));
     assert!(rows[6].detail.contains("access denied"));
     assert_eq!(rows[7].patient.as_deref(), Some(id.as_str()));
-    assert!(rows[8].detail.contains("Bundle.entry[0]") || rows[8].status == 403);
+    assert_eq!(rows[8].interaction, "transaction");
     assert_eq!(rows[12].interaction, "unclassified");
     assert_eq!(rows[13].interaction, "delete");
     // No resource content in any row.
