@@ -155,6 +155,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     let auth = modules
         .authenticator(&config.http.security, &config.http.anonymous)
         .map_err(StartError::Security)?;
+    modules.watch_users();
     let modules = Arc::new(modules);
     // Audit retention: now, then daily.
     {

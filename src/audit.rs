@@ -9,16 +9,24 @@
 //! reason.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use hearth_store::Store;
-use hearth_store::schema::AuditEvent;
+use hearth_store::schema::{AuditEvent, PendingAudit};
+use hearth_store::{AuditAppend, Store};
 
 use crate::crypto::KeyRing;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, DEFAULT_TENANT};
 
 /// Appends audit rows. Rows go to one writer task that commits whatever has
 /// queued up meanwhile in one transaction (group commit): a request waits for
 /// the commit that holds its row, and many requests share it.
+///
+/// A write's row is also kept in the write's own transaction, as a pending
+/// row ([`for_write`]); the request's final row replaces it in the commit
+/// that links the final row into the chain. A pending row left by a process
+/// that stopped in between is linked as it is once it is older than
+/// [`RECOVERY_GRACE`] (checked when the writer starts and every minute).
 #[derive(Clone)]
 pub struct AuditLog {
     queue: tokio::sync::mpsc::Sender<Pending>,
@@ -26,11 +34,18 @@ pub struct AuditLog {
 
 struct Pending {
     event: AuditEvent,
+    /// The request's token when a write of it left a pending row.
+    replaces: Option<String>,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 /// Rows committed together at most.
 const BATCH: usize = 512;
+
+/// How old a pending row must be before it is taken for one whose request
+/// will not finish (its process stopped): far longer than a response takes
+/// to leave after its write commits.
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(60);
 
 /// What one request did, as the listener saw it.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +63,102 @@ pub struct Record {
     pub detail: String,
 }
 
+/// The request being served, as far as its audit row goes: set up by the
+/// audit middleware around the request ([`RequestAudit::scope`]), completed
+/// by the guard ([`RequestAudit::note`]), and read by the store calls of
+/// [`crate::service::Service`] that write ([`for_write`]).
+pub struct RequestAudit {
+    token: String,
+    row: std::sync::Mutex<PendingAudit>,
+    wrote: AtomicBool,
+}
+
+tokio::task_local! {
+    static REQUEST: Arc<RequestAudit>;
+}
+
+impl RequestAudit {
+    pub fn new(listener: &str, request_id: &str, source_addr: &str, method: &str) -> Arc<Self> {
+        let token = crate::service::new_id().unwrap_or_else(|_| request_id.to_owned());
+        Arc::new(RequestAudit {
+            token: token.clone(),
+            row: std::sync::Mutex::new(PendingAudit {
+                tenant: String::new(),
+                token,
+                recorded_at: 0,
+                listener: listener.to_owned(),
+                request_id: request_id.to_owned(),
+                user_name: None,
+                client_id: None,
+                source_addr: source_addr.to_owned(),
+                method: method.to_owned(),
+                interaction: String::new(),
+                resource: None,
+                patient: None,
+                status: 0,
+                detail: "written; the response was not recorded".to_owned(),
+            }),
+            wrote: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` (the rest of the request) with this as its audit context.
+    pub async fn scope<F: std::future::Future>(self: &Arc<Self>, f: F) -> F::Output {
+        REQUEST.scope(self.clone(), f).await
+    }
+
+    /// Who the caller is and what the request is, once the guard knows.
+    pub fn note(
+        &self,
+        user: Option<&str>,
+        client: Option<&str>,
+        interaction: &str,
+        patient: Option<&str>,
+    ) {
+        if let Ok(mut row) = self.row.lock() {
+            row.user_name = user.map(str::to_owned);
+            row.client_id = client.map(str::to_owned);
+            row.interaction = interaction.to_owned();
+            row.patient = patient.map(str::to_owned);
+        }
+    }
+
+    /// The token whose pending rows the request's final row replaces, when a
+    /// write of the request may have left one.
+    pub fn replaces(&self) -> Option<String> {
+        self.wrote
+            .load(Ordering::Acquire)
+            .then(|| self.token.clone())
+    }
+}
+
+/// Notes what the guard learnt in the current request's audit context (none
+/// outside a request).
+pub fn note_request(
+    user: Option<&str>,
+    client: Option<&str>,
+    interaction: &str,
+    patient: Option<&str>,
+) {
+    let _ = REQUEST.try_with(|r| r.note(user, client, interaction, patient));
+}
+
+/// The pending audit row for a write of `tenant` made while serving a
+/// request, for the store to insert in the write's transaction; `None` outside
+/// a request (an import from the command line, a background job).
+pub fn for_write(tenant: &str) -> Option<PendingAudit> {
+    REQUEST
+        .try_with(|r| {
+            r.wrote.store(true, Ordering::Release);
+            let mut row = r.row.lock().ok()?.clone();
+            row.tenant = tenant.to_owned();
+            row.recorded_at = crate::time::now_micros();
+            Some(row)
+        })
+        .ok()
+        .flatten()
+}
+
 impl AuditLog {
     /// Starts the writer task (on the current Tokio runtime).
     pub fn new(store: AnyStore, keys: Arc<KeyRing>) -> AuditLog {
@@ -57,7 +168,13 @@ impl AuditLog {
     }
 
     /// Appends a row to the tenant's chain, returning once it is committed.
-    pub async fn append(&self, tenant: &str, record: Record) -> Result<(), String> {
+    /// `replaces` names the request whose pending rows the row replaces.
+    pub async fn append(
+        &self,
+        tenant: &str,
+        record: Record,
+        replaces: Option<String>,
+    ) -> Result<(), String> {
         let event = AuditEvent {
             tenant: tenant.to_owned(),
             seq: 0,
@@ -78,7 +195,11 @@ impl AuditLog {
         };
         let (done, committed) = tokio::sync::oneshot::channel();
         self.queue
-            .send(Pending { event, done })
+            .send(Pending {
+                event,
+                replaces,
+                done,
+            })
             .await
             .map_err(|_| "the audit writer has stopped".to_owned())?;
         committed
@@ -87,9 +208,56 @@ impl AuditLog {
     }
 }
 
-/// Commits queued rows, a batch per transaction, per tenant in arrival order.
+/// One commit of the tenant's chain.
+async fn commit(store: &AnyStore, keys: &Arc<KeyRing>, append: AuditAppend) -> Result<i64, String> {
+    let keys = keys.clone();
+    let tenant = append.tenant.clone();
+    store
+        .append_audit(append, move |e, prev| {
+            keys.audit_mac(&tenant, None, &e.chain_input(prev))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Links the pending rows of a tenant that no running request will replace.
+pub async fn recover_pending(
+    store: &AnyStore,
+    keys: &Arc<KeyRing>,
+    tenant: &str,
+    grace: Duration,
+) -> Result<(), String> {
+    let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX / 2);
+    let append = AuditAppend {
+        tenant: tenant.to_owned(),
+        recover_before: Some(crate::time::now_micros() - grace),
+        ..AuditAppend::default()
+    };
+    commit(store, keys, append).await.map(|_| ())
+}
+
+/// Commits queued rows, a batch per transaction, per tenant in arrival order;
+/// every minute, links pending rows left by a process that stopped.
 async fn writer(store: AnyStore, keys: Arc<KeyRing>, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
-    while let Some(first) = rx.recv().await {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tenants_seen = vec![DEFAULT_TENANT.to_owned()];
+    loop {
+        let first = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = tick.tick() => {
+                for tenant in &tenants_seen {
+                    if let Err(e) = recover_pending(&store, &keys, tenant, RECOVERY_GRACE).await {
+                        tracing::error!(error = %e, "pending audit rows could not be linked");
+                    }
+                }
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -102,21 +270,23 @@ async fn writer(store: AnyStore, keys: Arc<KeyRing>, mut rx: tokio::sync::mpsc::
         tenants.sort();
         tenants.dedup();
         for tenant in tenants {
+            if !tenants_seen.contains(&tenant) {
+                tenants_seen.push(tenant.clone());
+            }
             let (mine, rest): (Vec<Pending>, Vec<Pending>) =
                 batch.into_iter().partition(|p| p.event.tenant == tenant);
             batch = rest;
-            let (events, waiting): (Vec<AuditEvent>, Vec<_>) =
-                mine.into_iter().map(|p| (p.event, p.done)).unzip();
-            let keys = keys.clone();
-            let seal_tenant = tenant.clone();
-            let result = store
-                .append_audit(events, move |e, prev| {
-                    keys.audit_mac(&seal_tenant, None, &e.chain_input(prev))
-                        .map_err(|e| e.to_string())
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            let mut append = AuditAppend {
+                tenant: tenant.clone(),
+                ..AuditAppend::default()
+            };
+            let mut waiting = Vec::with_capacity(mine.len());
+            for p in mine {
+                append.events.push(p.event);
+                append.replaces.extend(p.replaces);
+                waiting.push(p.done);
+            }
+            let result = commit(&store, &keys, append).await.map(|_| ());
             if let Err(e) = &result {
                 tracing::error!(error = %e, rows = waiting.len(), "audit rows could not be written");
             }

@@ -122,6 +122,10 @@ pub struct Authenticator {
     store: AnyStore,
 }
 
+/// How often the local user table is looked at for changes that must drop
+/// cached credentials.
+const USER_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Every configured module, built once and shared by the listeners that name it.
 pub struct Modules {
     by_name: BTreeMap<String, Arc<Module>>,
@@ -230,6 +234,67 @@ impl Modules {
             roles,
             store: store.clone(),
         })
+    }
+
+    /// Keeps the credential caches of `basic` modules over the local user
+    /// table true to it: every second, users changed since (a new password,
+    /// roles, a lock, by this process or another) are dropped from them, so
+    /// a change takes effect within about a second. Runs until the process
+    /// ends.
+    pub fn watch_users(&self) {
+        let local: Vec<Arc<Module>> = self
+            .by_name
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.imp,
+                    ModuleImpl::Basic {
+                        source: Source::Local(_),
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect();
+        if local.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            // Changes are looked for with an overlap, so a change committed
+            // late, or stamped by a clock a little behind, is not missed;
+            // dropping an entry twice costs one more password check.
+            const OVERLAP_MICROS: i64 = 5_000_000;
+            let mut since = now_micros() - OVERLAP_MICROS;
+            let mut tick = tokio::time::interval(USER_WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let started = now_micros();
+                match store.users_changed_since(DEFAULT_TENANT, since).await {
+                    Ok(names) => {
+                        for m in &local {
+                            if let ModuleImpl::Basic { cache, .. } = &m.imp {
+                                for name in &names {
+                                    cache.forget_user(name);
+                                }
+                            }
+                        }
+                        since = started - OVERLAP_MICROS;
+                    }
+                    Err(e) => {
+                        // Until the table answers again, nothing is trusted
+                        // from the cache.
+                        tracing::warn!(error = %e, "user changes could not be read; credential caches cleared");
+                        for m in &local {
+                            if let ModuleImpl::Basic { cache, .. } = &m.imp {
+                                cache.clear();
+                            }
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// The authenticator of a listener: its chain (module names) and the
@@ -490,6 +555,24 @@ pub async fn set_local_user(
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Locks or unlocks a user (a locked user cannot sign in; unlocking also
+/// clears a lockout after failed sign-ins). Running servers drop the user's
+/// cached credentials within about a second.
+pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Result<(), String> {
+    let mut user = store
+        .user(DEFAULT_TENANT, name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("there is no user {name}"))?;
+    user.locked = locked;
+    if !locked {
+        user.locked_until = None;
+        user.failed_logins = 0;
+    }
+    user.updated_at = now_micros();
+    store.save_user(user).await.map_err(|e| e.to_string())
 }
 
 /// Creates the bootstrap administrator `admin` when it does not exist: with

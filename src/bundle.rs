@@ -616,7 +616,11 @@ fn rewrite_links(html: &str, ids: &HashMap<String, String>) -> String {
 /// A write of a transaction, ready for the store.
 enum Ready {
     Put(Box<PreparedPut>),
-    Delete { res_type: String, id: String },
+    Delete {
+        res_type: String,
+        id: String,
+        precondition: Precondition,
+    },
 }
 
 /// 412: a condition that must name one resource matches none or several.
@@ -885,12 +889,29 @@ impl Service {
                 } => {
                     let obj =
                         check_put(create, &res_type, &id, resource).map_err(|e| at_entry(i, e))?;
+                    let precondition = self
+                        .limit_write(tenant, &res_type, &id, Some(&obj), precondition)
+                        .await
+                        .map_err(|e| at_entry(i, e))?;
                     let p = self
                         .prepare_put(tenant, &res_type, &id, obj, precondition)
                         .map_err(|e| at_entry(i, e))?;
                     ready.push((i, Ready::Put(Box::new(p))));
                 }
-                Op::Delete { res_type, id, .. } => ready.push((i, Ready::Delete { res_type, id })),
+                Op::Delete { res_type, id, .. } => {
+                    let precondition = self
+                        .limit_write(tenant, &res_type, &id, None, Precondition::None)
+                        .await
+                        .map_err(|e| at_entry(i, e))?;
+                    ready.push((
+                        i,
+                        Ready::Delete {
+                            res_type,
+                            id,
+                            precondition,
+                        },
+                    ));
+                }
                 Op::Patch {
                     res_type,
                     id,
@@ -903,14 +924,18 @@ impl Service {
                         .patched(tenant, &res_type, &id, kind, &document, if_match)
                         .await
                         .map_err(|e| at_entry(i, e))?;
-                    let p = self
-                        .prepare_put(
+                    let precondition = self
+                        .limit_write(
                             tenant,
                             &res_type,
                             &id,
-                            obj,
+                            Some(&obj),
                             Precondition::VersionIs(version),
                         )
+                        .await
+                        .map_err(|e| at_entry(i, e))?;
+                    let p = self
+                        .prepare_put(tenant, &res_type, &id, obj, precondition)
                         .map_err(|e| at_entry(i, e))?;
                     ready.push((i, Ready::Put(Box::new(p))));
                 }
@@ -925,11 +950,15 @@ impl Service {
                     let seal = p.take_seal()?;
                     writes.push((p.intent(), seal));
                 }
-                Ready::Delete { res_type, id } => writes.push((
+                Ready::Delete {
+                    res_type,
+                    id,
+                    precondition,
+                } => writes.push((
                     WriteIntent {
                         res_type,
                         id,
-                        precondition: Precondition::None,
+                        precondition: *precondition,
                         kind: WriteKind::Delete,
                         last_updated,
                         index: &[],
@@ -970,7 +999,7 @@ impl Service {
                 let (rv, created) = self.finish_put(tenant, *p, outcome).await?;
                 EntryResult::Written { created, rv }
             }
-            Ready::Delete { res_type, id } => {
+            Ready::Delete { res_type, id, .. } => {
                 // Deleting what is not there is no error here (R4 3.1.0.7.1).
                 match Service::finish_delete(&res_type, &id, outcome) {
                     Ok(DeleteResult::Deleted { .. } | DeleteResult::AlreadyDeleted) => {}

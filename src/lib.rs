@@ -14,6 +14,7 @@ pub mod fhir;
 pub mod http;
 pub mod import;
 pub mod json;
+pub mod limits;
 pub mod search;
 pub mod service;
 pub mod store;

@@ -1,5 +1,5 @@
 //! The `hearth` binary: `serve` (default), `migrate`, `check-config`, `import`,
-//! `audit verify`.
+//! `audit verify`, `user set|lock|unlock`.
 
 use std::process::ExitCode;
 
@@ -38,6 +38,29 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Local users (the `basic` module's `local` source). Running servers
+    /// see a change within about a second.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a user or replaces one's password and roles. The password is
+    /// read from HEARTH_USER_PASSWORD, or else from the first line of
+    /// standard input; it must meet the password policy.
+    Set {
+        name: String,
+        /// A role (repeat for several), as named in `[security.roles]`.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Stops a user from signing in.
+    Lock { name: String },
+    /// Lets a locked user sign in again (also ends a lockout).
+    Unlock { name: String },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +107,7 @@ fn main() -> ExitCode {
         } => {
             return actix_web::rt::System::new().block_on(audit_verify(config));
         }
+        Command::User { command } => actix_web::rt::System::new().block_on(user(config, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +117,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn user(config: Config, command: UserCommand) -> Result<(), app::StartError> {
+    let store = app::open_store(&config)?;
+    app::migrate(&store).await?;
+    let refused = app::StartError::Security;
+    match command {
+        UserCommand::Set { name, roles } => {
+            let password = match std::env::var("HEARTH_USER_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| refused(format!("reading the password: {e}")))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            hearth::auth::set_local_user(&store, &name, &password, &roles)
+                .await
+                .map_err(refused)?;
+            println!("user {name} saved");
+        }
+        UserCommand::Lock { name } => {
+            hearth::auth::set_user_locked(&store, &name, true)
+                .await
+                .map_err(refused)?;
+            println!("user {name} locked");
+        }
+        UserCommand::Unlock { name } => {
+            hearth::auth::set_user_locked(&store, &name, false)
+                .await
+                .map_err(refused)?;
+            println!("user {name} unlocked");
+        }
+    }
+    Ok(())
 }
 
 async fn audit_verify(config: Config) -> ExitCode {

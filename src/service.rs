@@ -195,7 +195,23 @@ impl Service {
                 self.put(tenant, res_type, &id, obj, Precondition::Absent)
                     .await
             }
-            1 => Ok((found.remove(0), false)),
+            1 => {
+                let found = found.remove(0);
+                // The answer is the match: under write limits, only one the
+                // caller could have written.
+                if let Some(limits) = crate::limits::current() {
+                    let json = crate::json::parse(&found.body)
+                        .map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
+                    limits.check_write(
+                        res_type,
+                        &found.id,
+                        Some(&json),
+                        crate::limits::Stored::Live(&found.body, found.version),
+                        Precondition::None,
+                    )?;
+                }
+                Ok((found, false))
+            }
             _ => Err(several_match(res_type)),
         }
     }
@@ -264,15 +280,29 @@ impl Service {
                 ),
             ));
         }
+        let mut preconditions = Vec::with_capacity(found.len());
+        for r in &found {
+            preconditions.push(match crate::limits::current() {
+                Some(limits) => limits.check_write(
+                    res_type,
+                    &r.id,
+                    None,
+                    crate::limits::Stored::Live(&r.body, r.version),
+                    Precondition::None,
+                )?,
+                None => Precondition::None,
+            });
+        }
         let last_updated = now_micros();
         let writes = found
             .iter()
-            .map(|r| {
+            .zip(preconditions)
+            .map(|(r, precondition)| {
                 (
                     WriteIntent {
                         res_type,
                         id: &r.id,
-                        precondition: Precondition::None,
+                        precondition,
                         kind: WriteKind::Delete,
                         last_updated,
                         index: &[],
@@ -396,9 +426,21 @@ impl Service {
         obj: crate::json::Object,
         precondition: Precondition,
     ) -> Result<(ResourceVersion, bool), ApiError> {
+        let precondition = self
+            .limit_write(tenant, res_type, id, Some(&obj), precondition)
+            .await?;
         let mut prepared = self.prepare_put(tenant, res_type, id, obj, precondition)?;
         let seal = prepared.take_seal()?;
-        let outcome = self.store.write(tenant, &prepared.intent(), seal).await?;
+        crate::limits::assert_checked([(res_type, id)])?;
+        let outcome = self
+            .store
+            .write(
+                tenant,
+                &prepared.intent(),
+                seal,
+                crate::audit::for_write(tenant),
+            )
+            .await?;
         self.finish_put(tenant, prepared, outcome).await
     }
 
@@ -516,7 +558,46 @@ impl Service {
         writes: Vec<(WriteIntent<'_>, hearth_store::SealFn)>,
         imported: Option<hearth_store::schema::ImportedFile>,
     ) -> Result<Vec<WriteOutcome>, hearth_store::WriteAllError> {
-        self.store.write_all(tenant, writes, imported).await
+        crate::limits::assert_checked(writes.iter().map(|(w, _)| (w.res_type, w.id))).map_err(
+            |e| hearth_store::WriteAllError {
+                entry: None,
+                error: hearth_store::StoreError::Internal(e.to_string().into()),
+            },
+        )?;
+        self.store
+            .write_all(tenant, writes, imported, crate::audit::for_write(tenant))
+            .await
+    }
+
+    /// Under the request's write limits ([`crate::limits`]): the write of
+    /// `res_type/id` (a delete when `new` is `None`) decided for the caller
+    /// on the new content and the stored version. Returns the precondition to
+    /// write with (only over the version checked); without limits,
+    /// `precondition` as it is.
+    pub(crate) async fn limit_write(
+        &self,
+        tenant: &str,
+        res_type: &str,
+        id: &str,
+        new: Option<&crate::json::Object>,
+        precondition: Precondition,
+    ) -> Result<Precondition, ApiError> {
+        use crate::limits::Stored;
+        let Some(limits) = crate::limits::current() else {
+            return Ok(precondition);
+        };
+        let new = new.map(|o| Json::Object(o.clone()));
+        let current = match self.read(tenant, res_type, id).await {
+            Ok(rv) => Some(rv),
+            Err(e) if matches!(e.status(), 404 | 410) => None,
+            Err(e) => return Err(e),
+        };
+        let stored = match &current {
+            Some(rv) => Stored::Live(&rv.body, rv.version),
+            None if self.exists(tenant, res_type, id).await? => Stored::Deleted,
+            None => Stored::Absent,
+        };
+        limits.check_write(res_type, id, new.as_ref(), stored, precondition)
     }
 
     /// The store, for the bulk import's bookkeeping.
@@ -799,15 +880,22 @@ impl Service {
         res_type: &str,
         id: &str,
     ) -> Result<DeleteResult, ApiError> {
+        let precondition = self
+            .limit_write(tenant, res_type, id, None, Precondition::None)
+            .await?;
+        crate::limits::assert_checked([(res_type, id)])?;
         let intent = WriteIntent {
             res_type,
             id,
-            precondition: Precondition::None,
+            precondition,
             kind: WriteKind::Delete,
             last_updated: now_micros(),
             index: &[],
         };
-        let outcome = self.store.write(tenant, &intent, no_body()).await?;
+        let outcome = self
+            .store
+            .write(tenant, &intent, no_body(), crate::audit::for_write(tenant))
+            .await?;
         Self::finish_delete(res_type, id, outcome)
     }
 

@@ -64,8 +64,9 @@ impl Store for AnyStore {
         tenant: &str,
         intent: &WriteIntent<'_>,
         seal: SealFn,
+        audit: Option<hearth_store::schema::PendingAudit>,
     ) -> StoreResult<WriteOutcome> {
-        delegate!(self, s => s.write(tenant, intent, seal))
+        delegate!(self, s => s.write(tenant, intent, seal, audit))
     }
 
     async fn write_all(
@@ -73,8 +74,9 @@ impl Store for AnyStore {
         tenant: &str,
         writes: Vec<(WriteIntent<'_>, SealFn)>,
         imported: Option<ImportedFile>,
+        audit: Option<hearth_store::schema::PendingAudit>,
     ) -> Result<Vec<WriteOutcome>, hearth_store::WriteAllError> {
-        delegate!(self, s => s.write_all(tenant, writes, imported))
+        delegate!(self, s => s.write_all(tenant, writes, imported, audit))
     }
 
     async fn is_imported(&self, tenant: &str, digest: &str) -> StoreResult<bool> {
@@ -109,12 +111,12 @@ impl Store for AnyStore {
 
     async fn append_audit(
         &self,
-        event: Vec<hearth_store::schema::AuditEvent>,
+        append: hearth_store::AuditAppend,
         seal: impl Fn(&hearth_store::schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String>
         + Send
         + 'static,
     ) -> StoreResult<i64> {
-        delegate!(self, s => s.append_audit(event, seal))
+        delegate!(self, s => s.append_audit(append, seal))
     }
 
     async fn audit_events(
@@ -140,6 +142,10 @@ impl Store for AnyStore {
         name: &str,
     ) -> StoreResult<Option<hearth_store::schema::User>> {
         delegate!(self, s => s.user(tenant, name))
+    }
+
+    async fn users_changed_since(&self, tenant: &str, since: i64) -> StoreResult<Vec<String>> {
+        delegate!(self, s => s.users_changed_since(tenant, since))
     }
 
     async fn save_user(&self, user: hearth_store::schema::User) -> StoreResult<()> {

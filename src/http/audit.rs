@@ -5,7 +5,9 @@
 //!
 //! The guard leaves what it learnt in the request's extensions
 //! ([`AuditFacts`]); the status and, for writes, the resource's new version
-//! come from the response.
+//! come from the response. A write made while serving the request has
+//! already left a pending row in its own transaction ([`RequestAudit`]); the
+//! row written here replaces it.
 
 use std::net::IpAddr;
 
@@ -17,7 +19,7 @@ use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
 
 use super::AppState;
-use crate::audit::Record;
+use crate::audit::{Record, RequestAudit};
 use crate::error::ApiError;
 use crate::store::DEFAULT_TENANT;
 
@@ -90,20 +92,23 @@ pub async fn audit_requests(
     let method = req.method().to_string();
     let source = source_addr(&req, &state.trusted_proxies);
     req.extensions_mut().insert(SourceAddr(source.clone()));
-    let res = next.call(req).await?.map_into_boxed_body();
-    let (facts, request_id) = {
-        let ext = res.request().extensions();
-        (
-            ext.get::<AuditFacts>()
-                .cloned()
-                .unwrap_or_else(|| AuditFacts {
-                    interaction: "unclassified".into(),
-                    ..AuditFacts::default()
-                }),
-            ext.get::<RequestId>()
-                .map_or_else(|| "unknown".to_owned(), |r| r.0.clone()),
-        )
-    };
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| "unknown".to_owned(), |r| r.0.clone());
+    // Writes made while serving the request leave a pending row in their
+    // own transaction; the row below replaces it.
+    let context = RequestAudit::new(&state.listener, &request_id, &source, &method);
+    let res = context.scope(next.call(req)).await?.map_into_boxed_body();
+    let facts = res
+        .request()
+        .extensions()
+        .get::<AuditFacts>()
+        .cloned()
+        .unwrap_or_else(|| AuditFacts {
+            interaction: "unclassified".into(),
+            ..AuditFacts::default()
+        });
     let resource = written_version(&res, &state.base_path).or(facts.resource);
     let record = Record {
         listener: state.listener.clone(),
@@ -118,7 +123,11 @@ pub async fn audit_requests(
         status: res.status().as_u16(),
         detail: facts.detail,
     };
-    match state.audit.append(DEFAULT_TENANT, record).await {
+    match state
+        .audit
+        .append(DEFAULT_TENANT, record, context.replaces())
+        .await
+    {
         Ok(_) => Ok(res),
         Err(e) => {
             let (req, _) = res.into_parts();

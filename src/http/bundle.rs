@@ -36,13 +36,10 @@ pub async fn post(
             continue;
         };
         let decision = hearth_security::decide(&access.principal, &interaction);
+        // Writes under compartment or filter limits are checked again on
+        // their content and stored version as they are made (`crate::limits`).
         let refusal = match &decision {
             hearth_security::Decision::Deny { reason } => Some(reason.clone()),
-            hearth_security::Decision::Allow { narrowing }
-                if interaction.writes() && !narrowing.is_unrestricted() =>
-            {
-                Some("writes limited to a compartment or a filter are not supported yet".into())
-            }
             hearth_security::Decision::Allow { .. } => None,
         };
         if let Some(reason) = refusal {

@@ -35,10 +35,6 @@ pub async fn create(
         }
     };
     let body = read_body(&req, payload, &state).await?;
-    if condition.is_some() {
-        super::guard::require_unrestricted(&req)?;
-    }
-    super::guard::check_narrowed_write(&req, &state, t, None, Some(&body)).await?;
     let (rv, created) = match condition {
         None => (state.service.create(DEFAULT_TENANT, t, &body).await?, true),
         Some(criteria) => {

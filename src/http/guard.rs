@@ -24,6 +24,7 @@ use super::audit::AuditFacts;
 use super::{AppState, FHIR_JSON};
 use crate::error::{ApiError, ErrorKind};
 use crate::json::{Json, Object};
+use crate::limits::{matches_filter, patients_of};
 
 /// What the guard decided, for handlers that check more (Bundle entries).
 #[derive(Clone, Debug)]
@@ -269,9 +270,9 @@ pub async fn guard(
         return respond(req, facts, res);
     }
     // Limits the engine puts on an allowed decision (a compartment, a SMART
-    // filter) are applied to what reads return (below). Writes and counts
-    // cannot be checked that way yet, so under such limits they are refused
-    // rather than let through.
+    // filter) are applied to what reads return (below) and to every write
+    // (`crate::limits`, checked by the service). Counts that the query
+    // itself cannot narrow are refused rather than let through.
     if let Some(n) = decision.narrowing()
         && !n.is_unrestricted()
     {
@@ -286,14 +287,18 @@ pub async fn guard(
                 .res_type
                 .as_deref()
                 .is_some_and(|t| n.filters_for(t).is_none());
-        // Instance writes are checked by their handlers (`check_write` on the
-        // new content and the stored version); other writes are refused.
-        let checked_write = interaction.id.is_some()
-            && matches!(
-                interaction.kind,
-                hearth_security::InteractionKind::Update | hearth_security::InteractionKind::Delete
-            )
-            || interaction.kind == hearth_security::InteractionKind::Create;
+        // The writes of these interactions are checked one by one by the
+        // service (`crate::limits`: the new content and the stored version);
+        // an operation that writes is refused.
+        let checked_write = matches!(
+            interaction.kind,
+            hearth_security::InteractionKind::Create
+                | hearth_security::InteractionKind::Update
+                | hearth_security::InteractionKind::Patch
+                | hearth_security::InteractionKind::Delete
+                | hearth_security::InteractionKind::Transaction
+                | hearth_security::InteractionKind::Batch
+        );
         let why = if interaction.writes() && !checked_write {
             Some("this write is not supported under compartment or filter limits")
         } else if counting && !narrowed_in_query {
@@ -315,13 +320,25 @@ pub async fn guard(
     // server, not data: nothing in them to check.
     let administers = matches!(interaction.kind, hearth_security::InteractionKind::Admin(_));
     let filter = !describes_server && !administers && !reads_everything(&principal);
+    crate::audit::note_request(
+        facts.user.as_deref(),
+        facts.client.as_deref(),
+        &facts.interaction,
+        facts.patient.as_deref(),
+    );
     req.extensions_mut().insert(facts);
     req.extensions_mut().insert(Access {
         principal: principal.clone(),
         interaction,
         decision: decision.clone(),
     });
-    let res = next.call(req).await?;
+    // Every write of a caller who may not write everything is decided on
+    // its own resource by the service (`crate::limits`).
+    let res = if crate::limits::writes_everything(&principal) {
+        next.call(req).await?
+    } else {
+        crate::limits::scope(principal.clone(), next.call(req)).await?
+    };
     if !filter {
         return Ok(res.map_into_boxed_body());
     }
@@ -329,83 +346,6 @@ pub async fn guard(
         return Ok(res.map_into_boxed_body());
     };
     filter_response(res, &principal, &narrowing).await
-}
-
-/// Refuses a write that cannot be checked under compartment or filter limits
-/// (a conditional create answers with whatever matched).
-pub fn require_unrestricted(req: &actix_web::HttpRequest) -> Result<(), ApiError> {
-    let restricted = req
-        .extensions()
-        .get::<Access>()
-        .and_then(|a| a.decision.narrowing().map(|n| !n.is_unrestricted()))
-        .unwrap_or(true);
-    if restricted {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "access denied: this write is not supported under compartment or filter limits",
-        ));
-    }
-    Ok(())
-}
-
-/// A write under compartment or filter limits: the new content (create,
-/// update) and the version it replaces (update, delete) must both be within
-/// them. Returns the version checked, for the caller to write only over it
-/// (an implicit `If-Match`, so a concurrent change cannot slip in between).
-pub async fn check_narrowed_write(
-    req: &actix_web::HttpRequest,
-    state: &AppState,
-    t: &str,
-    id: Option<&str>,
-    new_body: Option<&[u8]>,
-) -> Result<Option<i64>, ApiError> {
-    let access = req.extensions().get::<Access>().cloned().ok_or_else(|| {
-        ApiError::internal("a write reached its handler without an access decision")
-    })?;
-    let Some(narrowing) = access.decision.narrowing() else {
-        return Ok(None);
-    };
-    if narrowing.is_unrestricted() {
-        return Ok(None);
-    }
-    let outside = |what: &str| {
-        ApiError::new(
-            ErrorKind::Forbidden,
-            format!("access denied: {what} is outside the compartments this caller may write"),
-        )
-    };
-    if let Some(body) = new_body {
-        let json = crate::json::parse(body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON: {e}")))?;
-        let new_id = id.unwrap_or("");
-        let matches = |_: &str, pairs: &[(String, String)]| matches_filter(&json, pairs);
-        let facts = ResourceFacts::new(t, new_id, patients_of(t, &json)).with_filter(&matches);
-        if !hearth_security::check_write(narrowing, &facts) {
-            return Err(outside("the new content"));
-        }
-    }
-    let Some(id) = id else {
-        return Ok(None);
-    };
-    match state
-        .service
-        .read(crate::store::DEFAULT_TENANT, t, id)
-        .await
-    {
-        Ok(rv) => {
-            let json = crate::json::parse(&rv.body)
-                .map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
-            let matches = |_: &str, pairs: &[(String, String)]| matches_filter(&json, pairs);
-            let facts = ResourceFacts::new(t, id, patients_of(t, &json)).with_filter(&matches);
-            if hearth_security::check_write(narrowing, &facts) {
-                Ok(Some(rv.version))
-            } else {
-                Err(outside("the stored resource"))
-            }
-        }
-        Err(e) if matches!(e.status(), 404 | 410) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// A short name of an interaction for the audit log (`read`, `search-type`,
@@ -570,64 +510,6 @@ fn visible(principal: &Principal, narrowing: &Narrowing, resource: &Json) -> boo
     hearth_security::check_resource(principal, narrowing, &facts)
 }
 
-/// Whether a resource matches SMART 2.x filter pairs (`category=…&…`): every
-/// pair must match. Token parameters are matched (`code`, `system|code`,
-/// `|code`, `system|`, commas for alternatives); any other kind of parameter
-/// matches nothing, so a filter this server cannot evaluate hides rather
-/// than shows.
-pub fn matches_filter(resource: &Json, pairs: &[(String, String)]) -> bool {
-    let entries = crate::search::extract::extract(resource);
-    pairs.iter().all(|(param, value)| {
-        value.split(',').any(|wanted| {
-            let (system, code) = match wanted.split_once('|') {
-                Some((s, c)) => (Some(s), c),
-                None => (None, wanted),
-            };
-            entries
-                .iter()
-                .filter(|e| e.param == param)
-                .any(|e| match &e.value {
-                    crate::search::extract::IndexValue::Token {
-                        system: s, code: c, ..
-                    } => {
-                        let system_ok = match system {
-                            None => true,
-                            Some("") => s.is_none(),
-                            Some(want) => s.as_deref() == Some(want),
-                        };
-                        let code_ok = code.is_empty() || c.as_deref() == Some(code);
-                        system_ok && code_ok && !(code.is_empty() && system.is_none())
-                    }
-                    _ => false,
-                })
-        })
-    })
-}
-
-/// The patients whose compartment a resource is in (by the R4 Patient
-/// CompartmentDefinition's parameters).
-pub fn patients_of(res_type: &str, resource: &Json) -> Vec<String> {
-    let params = crate::fhir::search_params::r4().compartment_params("Patient", res_type);
-    if params.is_empty() {
-        return Vec::new();
-    }
-    let mut out: Vec<String> = crate::search::extract::extract(resource)
-        .into_iter()
-        .filter(|e| params.contains(&e.param))
-        .filter_map(|e| match e.value {
-            crate::search::extract::IndexValue::Reference {
-                target_type: Some(t),
-                target_id: Some(id),
-                ..
-            } if t == "Patient" => Some(id),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,33 +521,6 @@ mod tests {
                 i.kind, i.res_type, i.id, i.compartment
             )
         })
-    }
-
-    #[test]
-    fn smart_filters_match_tokens_only() {
-        let obs = crate::json::parse(
-            br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
-                "category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}]}"#,
-        )
-        .unwrap_or(Json::Null);
-        let pairs = |v: &str| vec![("category".to_owned(), v.to_owned())];
-        assert!(matches_filter(&obs, &pairs("laboratory")));
-        assert!(matches_filter(
-            &obs,
-            &pairs("http://terminology.hl7.org/CodeSystem/observation-category|laboratory")
-        ));
-        assert!(matches_filter(&obs, &pairs("vital-signs,laboratory")));
-        assert!(!matches_filter(&obs, &pairs("vital-signs")));
-        assert!(!matches_filter(&obs, &pairs("http://other|laboratory")));
-        assert!(matches_filter(
-            &obs,
-            &[("status".to_owned(), "final".to_owned())]
-        ));
-        // Not a token parameter: never matches.
-        assert!(!matches_filter(
-            &obs,
-            &[("date".to_owned(), "2020".to_owned())]
-        ));
     }
 
     #[test]

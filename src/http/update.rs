@@ -22,14 +22,8 @@ pub async fn update(
     let (t, id) = path.into_inner();
     let (t, id) = (resource_type(&t)?, resource_id(&id)?);
     negotiate(&req)?;
-    let mut if_match = if_match(&req)?;
+    let if_match = if_match(&req)?;
     let body = read_body(&req, payload, &state).await?;
-    if let Some(checked) =
-        super::guard::check_narrowed_write(&req, &state, t, Some(id), Some(&body)).await?
-    {
-        // Write only over the version that was checked.
-        if_match = Some(if_match.unwrap_or(checked));
-    }
     let (rv, created) = state
         .service
         .update(DEFAULT_TENANT, t, id, &body, if_match)

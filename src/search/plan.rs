@@ -508,7 +508,7 @@ fn not_yet(what: String) -> ApiError {
     )
 }
 
-fn date_op(prefix: Prefix) -> DateOp {
+pub(crate) fn date_op(prefix: Prefix) -> DateOp {
     match prefix {
         Prefix::Eq => DateOp::Within,
         Prefix::Ne => DateOp::NotWithin,

@@ -158,6 +158,35 @@ async fn audit_log(backend: Backend) {
             204,
         ),
     ];
+    // Writes leave a pending row in their own transaction; the request's
+    // row replaces it (a batch's entries each write, one row in the end).
+    let two_posts = |kind: &str| {
+        json!({"resourceType": "Bundle", "type": kind, "entry": [
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}]})
+        .to_string()
+    };
+    let steps: Vec<Step> = steps
+        .into_iter()
+        .chain([
+            (
+                Some(admin.as_str()),
+                "POST",
+                app.url(""),
+                Some(two_posts("transaction")),
+                json_ct,
+                200,
+            ),
+            (
+                Some(admin.as_str()),
+                "POST",
+                app.url(""),
+                Some(two_posts("batch")),
+                json_ct,
+                200,
+            ),
+        ])
+        .collect();
     let n = steps.len() + 1; // and the create above
     for (auth, method, url, body, ct, expected) in &steps {
         let res = send(*auth, method, url.clone(), body.clone(), ct)
@@ -168,6 +197,7 @@ async fn audit_log(backend: Backend) {
 
     let rows = store.audit_events("default", 0, 1000).await.unwrap();
     assert_eq!(rows.len(), n, "one row per request");
+    assert_eq!(app.count_rows("audit_pending").await, 0);
     let statuses: Vec<u16> = rows.iter().map(|r| r.status as u16).collect();
     let mut expected: Vec<u16> = vec![201];
     expected.extend(steps.iter().map(|s| s.5));
@@ -332,6 +362,118 @@ async fn audit_log(backend: Backend) {
         out.contains(&format!("broken at row {first}")) && out.contains("missing"),
         "{out}"
     );
+}
+
+/// A write's row is committed with the write, before any response: a
+/// process that stops after the commit leaves it pending, and it is linked
+/// into the chain as it is; a write that fails leaves none; a request's own
+/// row replaces its pending rows.
+async fn write_rows(backend: Backend) {
+    use hearth::audit::{AuditLog, Record, RequestAudit, recover_pending};
+    use std::time::Duration;
+    let app = TestApp::start(backend).await;
+    let store = hearth::app::open_store(&app.config).unwrap();
+    let keys = std::sync::Arc::new(hearth::crypto::KeyRing::new(
+        hearth::app::master_key(&app.config).unwrap(),
+    ));
+    keys.load_tenant(&store, "default").await.unwrap();
+    let service = hearth::service::Service::new(store.clone(), keys.clone(), None);
+    let patient = json!({"resourceType": "Patient", "active": true}).to_string();
+
+    let before = store.audit_events("default", 0, 1000).await.unwrap().len();
+    let request = RequestAudit::new("fhir", "req-stopped", "10.1.2.3", "POST");
+    request.note(Some("admin"), None, "create", None);
+    let created = request
+        .scope(service.create("default", "Patient", patient.as_bytes()))
+        .await
+        .unwrap();
+    let written = format!("Patient/{}/_history/1", created.id);
+    assert_eq!(
+        app.count_rows(&format!(
+            "audit_pending WHERE resource = '{written}' AND status = 201 \
+             AND user_name = 'admin' AND source_addr = '10.1.2.3'"
+        ))
+        .await,
+        1,
+        "committed with the write"
+    );
+    // A write that fails (a stale If-Match) leaves nothing pending.
+    let stale = RequestAudit::new("fhir", "req-stale", "10.1.2.3", "PUT");
+    let body = json!({"resourceType": "Patient", "id": created.id}).to_string();
+    let e = stale
+        .scope(service.update("default", "Patient", &created.id, body.as_bytes(), Some(7)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, hearth::error::ErrorKind::PreconditionFailed);
+    assert_eq!(app.count_rows("audit_pending").await, 1);
+    // Outside a request (an import) nothing is pending.
+    service
+        .create("default", "Patient", patient.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(app.count_rows("audit_pending").await, 1);
+
+    // A fresh pending row belongs to a request still running: left alone.
+    recover_pending(&store, &keys, "default", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(app.count_rows("audit_pending").await, 1);
+    // Once it is old enough, the process that wrote it is taken as stopped.
+    recover_pending(&store, &keys, "default", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(app.count_rows("audit_pending").await, 0);
+    let rows = store.audit_events("default", 0, 1000).await.unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(rows.len(), before + 1);
+    assert_eq!(last.request_id, "req-stopped");
+    assert_eq!(last.resource.as_deref(), Some(written.as_str()));
+    assert_eq!((last.status, last.interaction.as_str()), (201, "create"));
+    assert_eq!(last.user_name.as_deref(), Some("admin"));
+    let (ok, out) = verify(&app);
+    assert!(ok, "{out}");
+
+    // A request that finishes: its own row replaces what its writes left.
+    let finished = RequestAudit::new("fhir", "req-done", "10.1.2.3", "DELETE");
+    finished.note(Some("admin"), None, "delete", None);
+    finished
+        .scope(service.delete("default", "Patient", &created.id))
+        .await
+        .unwrap();
+    assert_eq!(app.count_rows("audit_pending").await, 1);
+    let log = AuditLog::new(store.clone(), keys.clone());
+    let record = Record {
+        listener: "fhir".into(),
+        request_id: "req-done".into(),
+        user_name: Some("admin".into()),
+        source_addr: "10.1.2.3".into(),
+        method: "DELETE".into(),
+        interaction: "delete".into(),
+        status: 204,
+        ..Record::default()
+    };
+    log.append("default", record, finished.replaces())
+        .await
+        .unwrap();
+    assert_eq!(app.count_rows("audit_pending").await, 0);
+    let rows = store.audit_events("default", 0, 1000).await.unwrap();
+    assert_eq!(rows.len(), before + 2);
+    assert_eq!(rows.last().unwrap().status, 204);
+    assert!(verify(&app).0);
+}
+
+mod write_rows {
+    use crate::support::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::write_rows(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::write_rows(Backend::Postgres).await
+    }
 }
 
 mod audit_log {

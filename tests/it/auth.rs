@@ -373,15 +373,7 @@ async fn access_control(backend: Backend) {
     )
     .await;
     assert_eq!(status, 204);
-    let (status, _, _) = as_user(
-        &app,
-        Some(&wes),
-        reqwest::Method::PATCH,
-        "Observation?subject=Patient/p1",
-        None,
-    )
-    .await;
-    assert_eq!(status, 403, "conditional writes are refused under limits");
+    writes_under_limits(&app, &wes, &theirs).await;
 
     // The password policy (administrators need more).
     let store = hearth::app::open_store(&app.config).unwrap();
@@ -453,6 +445,122 @@ async fn brute_force(backend: Backend) {
     assert!(last.detail.contains("security event"), "{}", last.detail);
 }
 
+/// Cached credentials follow the user table: a new password, a lock and a
+/// role change made outside the server (as another node or an
+/// administrator's tool would) take effect within seconds, not at the end of
+/// the cache's lifetime (60 s).
+async fn cached_credentials_follow_user_changes(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.security.credential_cache_seconds = 600;
+        c.security.roles.insert("r".into(), vec!["read:*".into()]);
+        c.security
+            .roles
+            .insert("w".into(), vec!["read:*".into(), "write:*".into()]);
+    })
+    .await;
+    add_user(&app, "cara", "cara-pass-1", &["r"]).await;
+    let old = basic_authorization("cara", "cara-pass-1");
+    let new = basic_authorization("cara", "cara-pass-2");
+    let status = |auth: String, method: reqwest::Method| {
+        let app = &app;
+        async move {
+            let body =
+                (method == reqwest::Method::POST).then(|| json!({"resourceType": "Patient"}));
+            as_user(app, Some(&auth), method, "Patient", body).await.0
+        }
+    };
+    // Within a few seconds, `auth` gets `want`.
+    let soon = |auth: String, method: reqwest::Method, want: u16| {
+        let status = &status;
+        async move {
+            let mut last = 0;
+            for _ in 0..40 {
+                last = status(auth.clone(), method.clone()).await;
+                if last == want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("still {last}, not {want}, after 4 s");
+        }
+    };
+    assert_eq!(status(old.clone(), reqwest::Method::GET).await, 200);
+    assert_eq!(status(old.clone(), reqwest::Method::GET).await, 200);
+
+    // A new password (`hearth user set`, the password on standard input):
+    // the old one stops working.
+    let (ok, out) = hearth_user(&app, &["set", "cara", "--role", "r"], Some("cara-pass-2\n"));
+    assert!(ok, "{out}");
+    soon(old.clone(), reqwest::Method::GET, 401).await;
+    assert_eq!(status(new.clone(), reqwest::Method::GET).await, 200);
+    // One that breaks the policy is refused and changes nothing.
+    let (ok, out) = hearth_user(&app, &["set", "cara", "--role", "r"], Some("short\n"));
+    assert!(!ok && out.contains("at least 8"), "{out}");
+
+    // Locked by an administrator (`hearth user lock`).
+    let (ok, out) = hearth_user(&app, &["lock", "cara"], None);
+    assert!(ok, "{out}");
+    soon(new.clone(), reqwest::Method::GET, 401).await;
+    let (ok, _) = hearth_user(&app, &["unlock", "cara"], None);
+    assert!(ok);
+    soon(new.clone(), reqwest::Method::GET, 200).await;
+
+    // Another role: what the cached sign-in allows changes too.
+    assert_eq!(status(new.clone(), reqwest::Method::POST).await, 403);
+    add_user(&app, "cara", "cara-pass-2", &["w"]).await;
+    soon(new.clone(), reqwest::Method::POST, 201).await;
+    let (ok, out) = hearth_user(&app, &["lock", "nobody"], None);
+    assert!(!ok && out.contains("no user nobody"), "{out}");
+}
+
+/// Runs `hearth user …` against the app's database, as another process.
+fn hearth_user(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HEARTH_DATA_DIR", &app.config.data_dir)
+        .env("HEARTH_LOG", "error")
+        .arg("user")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(url) = &app.database_url {
+        c.env("HEARTH_DATABASE_URL", url).env(
+            "HEARTH_MASTER_KEY_FILE",
+            app.config.crypto.master_key_file.as_ref().unwrap(),
+        );
+    }
+    let mut child = c.spawn().unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+mod cached_credentials_follow_user_changes {
+    use crate::support::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::cached_credentials_follow_user_changes(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::cached_credentials_follow_user_changes(Backend::Postgres).await
+    }
+}
+
 mod brute_force {
     use crate::support::Backend;
 
@@ -479,4 +587,166 @@ mod access_control {
     async fn postgres() {
         super::access_control(Backend::Postgres).await
     }
+}
+
+/// PATCH, conditional and Bundle writes by a writer limited to Patient/p1's
+/// compartment: each write's new content and stored version are checked.
+async fn writes_under_limits(app: &TestApp, wes: &str, theirs: &str) {
+    let obs_for = |p: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+               "subject": {"reference": format!("Patient/{p}")}})
+    };
+    let send = |method: &str, path: String, ct: &str, body: Value| {
+        crate::support::bare_client()
+            .request(method.parse().unwrap(), app.url(&path))
+            .header("authorization", wes)
+            .header("content-type", ct)
+            .body(body.to_string())
+            .send()
+    };
+    let status_of = |path: String| async move { crate::support::json(app.get(&path).await).await };
+    let (status, mine, _) = as_user(
+        app,
+        Some(wes),
+        reqwest::Method::POST,
+        "Observation",
+        Some(obs_for("p1")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mine = mine["id"].as_str().unwrap().to_owned();
+
+    // PATCH: inside stays inside; out of the compartment, or on another
+    // patient's resource, refused.
+    let patch = "application/json-patch+json";
+    let res = send(
+        "PATCH",
+        format!("Observation/{mine}"),
+        patch,
+        json!([{"op": "replace", "path": "/status", "value": "amended"}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = send(
+        "PATCH",
+        format!("Observation/{mine}"),
+        patch,
+        json!([{"op": "replace", "path": "/subject/reference", "value": "Patient/p2"}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "patched out of the compartment");
+    let res = send(
+        "PATCH",
+        format!("Observation/{theirs}"),
+        patch,
+        json!([{"op": "replace", "path": "/status", "value": "amended"}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "another patient's resource");
+    let (_, theirs_now) = status_of(format!("Observation/{theirs}")).await;
+    assert_eq!(theirs_now["status"], "final");
+    assert_eq!(theirs_now["meta"]["versionId"], "1");
+
+    // Conditional update, create and delete.
+    let fhir = "application/fhir+json";
+    let res = send(
+        "PUT",
+        format!("Observation?_id={mine}"),
+        fhir,
+        obs_for("p1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = send(
+        "PUT",
+        format!("Observation?_id={theirs}"),
+        fhir,
+        obs_for("p1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "a conditional update of theirs");
+    let res = crate::support::bare_client()
+        .post(app.url("Observation"))
+        .header("authorization", wes)
+        .header("content-type", fhir)
+        .header("if-none-exist", format!("_id={theirs}"))
+        .body(obs_for("p1").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "a conditional create answering theirs");
+    let res = send(
+        "DELETE",
+        format!("Observation?_id={theirs}"),
+        fhir,
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "a conditional delete of theirs");
+    assert_eq!(status_of(format!("Observation/{theirs}")).await.0, 200);
+
+    // A transaction is checked entry by entry and kept whole or not at all.
+    let (_, before) = status_of("Observation?subject=Patient/p1&_summary=count".into()).await;
+    let tx = |second: Value| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": obs_for("p1"), "request": {"method": "POST", "url": "Observation"}},
+            second]})
+    };
+    let res = send(
+        "POST",
+        String::new(),
+        fhir,
+        tx(json!({"request": {"method": "DELETE", "url": format!("Observation/{theirs}")}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    let mut taken = obs_for("p1");
+    taken["id"] = json!(theirs);
+    let res = send(
+        "POST",
+        String::new(),
+        fhir,
+        tx(json!({"resource": taken, "request": {"method": "PUT", "url": format!("Observation/{theirs}")}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    let (_, after) = status_of("Observation?subject=Patient/p1&_summary=count".into()).await;
+    assert_eq!(before["total"], after["total"], "nothing of them was kept");
+    let res = send(
+        "POST",
+        String::new(),
+        fhir,
+        tx(json!({"request": {"method": "DELETE", "url": format!("Observation/{mine}")}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    // A batch: each entry on its own.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": obs_for("p1"), "request": {"method": "POST", "url": "Observation"}},
+        {"request": {"method": "DELETE", "url": format!("Observation/{theirs}")}}]});
+    let (status, body) =
+        crate::support::json(send("POST", String::new(), fhir, batch).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["entry"][0]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("201")
+    );
+    assert!(
+        body["entry"][1]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("403")
+    );
+    assert_eq!(status_of(format!("Observation/{theirs}")).await.0, 200);
 }

@@ -15,19 +15,19 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures_util::FutureExt;
 use hearth_store::schema::{
     AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
-    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
-    WriteSet, audit_anchors, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
-    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
-    text_prefix_inserts, users,
+    NewReindexJob, NewVersion, PENDING_AUDIT_COLUMNS, PendingAudit, ReindexJobRow, ReindexProgress,
+    SearchRow, User, VersionRow, WriteSet, audit_anchors, audit_events, audit_pending, data_keys,
+    export_jobs, export_parts, hearth_migrations, history_version_columns, imported_files,
+    reindex_jobs, resource_history, resources, text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
     compartment_sql, count_sql, search_sql,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration, ReindexJob,
-    Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey, WriteAllError,
-    WriteIntent, WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
+    AuditAppend, HistoryEntry, HistoryQuery, HistoryScope, MIGRATIONS_TABLE_SQL, Migration,
+    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey,
+    WriteAllError, WriteIntent, WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
 use prepared::PreparedSql;
@@ -106,6 +106,14 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0018_audit_anchors",
         sql: include_str!("../../../schema/postgres/0018_audit_anchors.sql"),
+    },
+    Migration {
+        name: "0019_audit_pending",
+        sql: include_str!("../../../schema/postgres/0019_audit_pending.sql"),
+    },
+    Migration {
+        name: "0020_users_updated",
+        sql: include_str!("../../../schema/postgres/0020_users_updated.sql"),
     },
 ];
 
@@ -371,9 +379,10 @@ impl hearth_store::Store for PgStore {
         tenant: &str,
         intent: &WriteIntent<'_>,
         seal: SealFn,
+        audit: Option<PendingAudit>,
     ) -> StoreResult<WriteOutcome> {
         let mut outcomes = self
-            .write_all(tenant, vec![(intent.clone(), seal)], None)
+            .write_all(tenant, vec![(intent.clone(), seal)], None, audit)
             .await
             .map_err(|e| e.error)?;
         outcomes
@@ -386,8 +395,13 @@ impl hearth_store::Store for PgStore {
         tenant: &str,
         writes: Vec<(WriteIntent<'_>, SealFn)>,
         imported: Option<ImportedFile>,
+        audit: Option<PendingAudit>,
     ) -> Result<Vec<WriteOutcome>, WriteAllError> {
         let n = writes.len() as u64;
+        let one = match writes.as_slice() {
+            [(w, _)] => Some((w.res_type.to_owned(), w.id.to_owned())),
+            _ => None,
+        };
         let mut c = self.conn().await?;
         let c: &mut AsyncPgConnection = &mut c;
         let outcomes = c
@@ -396,6 +410,13 @@ impl hearth_store::Store for PgStore {
                 if let Some(file) = imported {
                     diesel::insert_into(imported_files::table)
                         .values(&file)
+                        .execute(c)
+                        .await?;
+                }
+                let one = one.as_ref().map(|(t, id)| (t.as_str(), id.as_str()));
+                if let Some(row) = audit.as_ref().and_then(|a| a.for_writes(one, &outcomes)) {
+                    diesel::insert_into(audit_pending::table)
+                        .values(&row)
                         .execute(c)
                         .await?;
                 }
@@ -480,12 +501,15 @@ impl hearth_store::Store for PgStore {
 
     async fn append_audit(
         &self,
-        mut events: Vec<AuditEvent>,
+        append: AuditAppend,
         seal: impl Fn(&AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> StoreResult<i64> {
-        let Some(tenant) = events.as_slice().first().map(|e| e.tenant.clone()) else {
-            return Ok(0);
-        };
+        let AuditAppend {
+            tenant,
+            events,
+            replaces,
+            recover_before,
+        } = append;
         let mut c = self.conn().await?;
         // One lock per tenant's chain, held to the end of the transaction.
         let lock = AUDIT_LOCK_BASE ^ i64::from(fnv32(tenant.as_bytes()));
@@ -493,6 +517,35 @@ impl hearth_store::Store for PgStore {
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock})"))
                 .execute(c)
                 .await?;
+            let recovered: Vec<PendingAudit> = match recover_before {
+                Some(before) => {
+                    let rows = diesel::delete(
+                        audit_pending::table
+                            .filter(audit_pending::tenant.eq(&tenant))
+                            .filter(audit_pending::recorded_at.lt(before)),
+                    )
+                    .returning((audit_pending::id, PENDING_AUDIT_COLUMNS))
+                    .get_results::<(i64, PendingAudit)>(c)
+                    .await?;
+                    let mut rows = rows;
+                    rows.sort_by_key(|(id, _)| *id);
+                    rows.into_iter().map(|(_, r)| r).collect()
+                }
+                None => Vec::new(),
+            };
+            if !replaces.is_empty() {
+                diesel::delete(
+                    audit_pending::table
+                        .filter(audit_pending::tenant.eq(&tenant))
+                        .filter(audit_pending::token.eq_any(&replaces)),
+                )
+                .execute(c)
+                .await?;
+            }
+            let mut events = hearth_store::audit_rows_in_order(recovered, events);
+            if events.is_empty() {
+                return Ok(0);
+            }
             let last: Option<(i64, Vec<u8>)> = audit_events::table
                 .filter(audit_events::tenant.eq(&tenant))
                 .order(audit_events::seq.desc())
@@ -597,6 +650,16 @@ impl hearth_store::Store for PgStore {
             .first::<User>(&mut c)
             .await
             .optional()?)
+    }
+
+    async fn users_changed_since(&self, tenant: &str, since: i64) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        Ok(users::table
+            .filter(users::tenant.eq(tenant))
+            .filter(users::updated_at.ge(since))
+            .select(users::name)
+            .load(&mut c)
+            .await?)
     }
 
     async fn save_user(&self, user: User) -> StoreResult<()> {

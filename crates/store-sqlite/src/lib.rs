@@ -11,18 +11,18 @@ use diesel::result::Error as DieselError;
 use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
     AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
-    NewReindexJob, NewVersion, ReindexJobRow, ReindexProgress, SearchRow, User, VersionRow,
-    WriteSet, audit_anchors, audit_events, data_keys, export_jobs, export_parts, hearth_migrations,
-    history_version_columns, imported_files, reindex_jobs, resource_history, resources,
-    text_prefix_inserts, users,
+    NewReindexJob, NewVersion, PENDING_AUDIT_COLUMNS, PendingAudit, ReindexJobRow, ReindexProgress,
+    SearchRow, User, VersionRow, WriteSet, audit_anchors, audit_events, audit_pending, data_keys,
+    export_jobs, export_parts, hearth_migrations, history_version_columns, imported_files,
+    reindex_jobs, resource_history, resources, text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
     bound_query, compartment_sql, count_sql, search_sql,
 };
 use hearth_store::{
-    HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL, Migration,
-    ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey,
+    AuditAppend, HistoryEntry, HistoryQuery, HistoryScope, IndexRow, MIGRATIONS_TABLE_SQL,
+    Migration, ReindexJob, Reindexed, SealFn, StoreError, StoreResult, StoredVersion, WrappedKey,
     WriteAllError, WriteIntent, WriteKind, WriteOutcome, WritePlan, pending_migrations, plan_write,
 };
 
@@ -99,6 +99,14 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         name: "0018_audit_anchors",
         sql: include_str!("../../../schema/sqlite/0018_audit_anchors.sql"),
+    },
+    Migration {
+        name: "0019_audit_pending",
+        sql: include_str!("../../../schema/sqlite/0019_audit_pending.sql"),
+    },
+    Migration {
+        name: "0020_users_updated",
+        sql: include_str!("../../../schema/sqlite/0020_users_updated.sql"),
     },
 ];
 
@@ -371,9 +379,10 @@ impl hearth_store::Store for SqliteStore {
         tenant: &str,
         intent: &WriteIntent<'_>,
         seal: SealFn,
+        audit: Option<PendingAudit>,
     ) -> StoreResult<WriteOutcome> {
         let mut outcomes = self
-            .write_all(tenant, vec![(intent.clone(), seal)], None)
+            .write_all(tenant, vec![(intent.clone(), seal)], None, audit)
             .await
             .map_err(|e| e.error)?;
         outcomes
@@ -386,8 +395,13 @@ impl hearth_store::Store for SqliteStore {
         tenant: &str,
         writes: Vec<(WriteIntent<'_>, SealFn)>,
         imported: Option<ImportedFile>,
+        audit: Option<PendingAudit>,
     ) -> Result<Vec<WriteOutcome>, WriteAllError> {
         let tenant = tenant.to_owned();
+        let one = match writes.as_slice() {
+            [(w, _)] => Some((w.res_type.to_owned(), w.id.to_owned())),
+            _ => None,
+        };
         let (owned, seals): (Vec<OwnedWrite>, Vec<SealFn>) = writes
             .into_iter()
             .map(|(w, seal)| {
@@ -423,6 +437,12 @@ impl hearth_store::Store for SqliteStore {
                     if let Some(file) = &imported {
                         diesel::insert_into(imported_files::table)
                             .values(file)
+                            .execute(c)?;
+                    }
+                    let one = one.as_ref().map(|(t, id)| (t.as_str(), id.as_str()));
+                    if let Some(row) = audit.as_ref().and_then(|a| a.for_writes(one, &o)) {
+                        diesel::insert_into(audit_pending::table)
+                            .values(&row)
                             .execute(c)?;
                     }
                     Ok(o)
@@ -532,16 +552,50 @@ impl hearth_store::Store for SqliteStore {
 
     async fn append_audit(
         &self,
-        mut events: Vec<AuditEvent>,
+        append: AuditAppend,
         seal: impl Fn(&AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> StoreResult<i64> {
-        let Some(tenant) = events.as_slice().first().map(|e| e.tenant.clone()) else {
-            return Ok(0);
-        };
+        let AuditAppend {
+            tenant,
+            events,
+            replaces,
+            recover_before,
+        } = append;
         self.with_writer(move |c| {
             // IMMEDIATE: the write lock is taken before the last row is read,
             // so another process appending cannot fork the chain.
             c.immediate_transaction::<_, StoreError, _>(|c| {
+                let recovered: Vec<PendingAudit> = match recover_before {
+                    Some(before) => {
+                        let rows = audit_pending::table
+                            .filter(audit_pending::tenant.eq(&tenant))
+                            .filter(audit_pending::recorded_at.lt(before))
+                            .order(audit_pending::id.asc())
+                            .select((audit_pending::id, PENDING_AUDIT_COLUMNS))
+                            .load::<(i64, PendingAudit)>(c)?;
+                        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+                        for chunk in ids.chunks(500) {
+                            diesel::delete(
+                                audit_pending::table.filter(audit_pending::id.eq_any(chunk)),
+                            )
+                            .execute(c)?;
+                        }
+                        rows.into_iter().map(|(_, r)| r).collect()
+                    }
+                    None => Vec::new(),
+                };
+                for chunk in replaces.chunks(500) {
+                    diesel::delete(
+                        audit_pending::table
+                            .filter(audit_pending::tenant.eq(&tenant))
+                            .filter(audit_pending::token.eq_any(chunk)),
+                    )
+                    .execute(c)?;
+                }
+                let mut events = hearth_store::audit_rows_in_order(recovered, events);
+                if events.is_empty() {
+                    return Ok(0);
+                }
                 let last: Option<(i64, Vec<u8>)> = audit_events::table
                     .filter(audit_events::tenant.eq(&tenant))
                     .order(audit_events::seq.desc())
@@ -642,6 +696,18 @@ impl hearth_store::Store for SqliteStore {
                 .find((&tenant, &name))
                 .first::<User>(c)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn users_changed_since(&self, tenant: &str, since: i64) -> StoreResult<Vec<String>> {
+        let tenant = tenant.to_owned();
+        self.with_reader(move |c| {
+            Ok(users::table
+                .filter(users::tenant.eq(&tenant))
+                .filter(users::updated_at.ge(since))
+                .select(users::name)
+                .load(c)?)
         })
         .await
     }

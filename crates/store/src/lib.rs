@@ -314,23 +314,29 @@ pub trait Store: Send + Sync {
     /// Write a new version atomically: check the precondition against the current
     /// version, call `seal` with the new version number, append to history and
     /// replace the current row, all in one transaction.
+    /// `audit`, when given, is the request's pending audit row
+    /// ([`schema::PendingAudit::for_writes`]), inserted in the same transaction
+    /// when the write keeps something.
     fn write(
         &self,
         tenant: &str,
         intent: &WriteIntent<'_>,
         seal: SealFn,
+        audit: Option<schema::PendingAudit>,
     ) -> impl Future<Output = StoreResult<WriteOutcome>> + Send;
 
     /// Several writes in one transaction, in order: all are kept or none
     /// (a transaction bundle, a bulk import). Each is checked and sealed as
     /// [`Store::write`] does; a later write of the same resource sees the
     /// earlier one. `imported`, when given, is recorded in the same
-    /// transaction (a file of the bulk import).
+    /// transaction (a file of the bulk import), and so is `audit` (as
+    /// [`Store::write`] does).
     fn write_all(
         &self,
         tenant: &str,
         writes: Vec<(WriteIntent<'_>, SealFn)>,
         imported: Option<schema::ImportedFile>,
+        audit: Option<schema::PendingAudit>,
     ) -> impl Future<Output = Result<Vec<WriteOutcome>, WriteAllError>> + Send;
 
     /// Whether a file with this content digest was imported for the tenant.
@@ -376,10 +382,13 @@ pub trait Store: Send + Sync {
     /// after the last row (or the retention anchor) and calls `seal` with each
     /// row and the hash of the one before it (empty for the very first),
     /// which gives `(key_id, hash)`. Appends never interleave, so the chain
-    /// has no forks. Returns the last sequence number.
+    /// has no forks. In the same transaction the pending rows the events
+    /// replace are deleted, and pending rows left from before
+    /// `recover_before` are linked first, as they are (see [`AuditAppend`]).
+    /// Returns the last sequence number.
     fn append_audit(
         &self,
-        events: Vec<schema::AuditEvent>,
+        append: AuditAppend,
         seal: impl Fn(&schema::AuditEvent, &[u8]) -> Result<(String, Vec<u8>), String> + Send + 'static,
     ) -> impl Future<Output = StoreResult<i64>> + Send;
 
@@ -412,6 +421,13 @@ pub trait Store: Send + Sync {
         tenant: &str,
         name: &str,
     ) -> impl Future<Output = StoreResult<Option<schema::User>>> + Send;
+
+    /// Names of the tenant's users changed (`updated_at`) at or after `since`.
+    fn users_changed_since(
+        &self,
+        tenant: &str,
+        since: i64,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
     /// Inserts or replaces a user.
     fn save_user(&self, user: schema::User) -> impl Future<Output = StoreResult<()>> + Send;
@@ -507,6 +523,34 @@ pub trait Store: Send + Sync {
         tenant: &str,
         key: &WrappedKey,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// What one audit commit appends to a tenant's chain.
+#[derive(Clone, Debug, Default)]
+pub struct AuditAppend {
+    pub tenant: String,
+    /// New rows, in order (their tenant is `tenant`).
+    pub events: Vec<schema::AuditEvent>,
+    /// Tokens of the requests whose pending rows these events replace.
+    pub replaces: Vec<String>,
+    /// Pending rows recorded before this time (microseconds) belong to no
+    /// running request: they are linked, oldest first, before `events`.
+    pub recover_before: Option<i64>,
+}
+
+/// The rows of one append, in chain order: recovered pending rows first,
+/// then the new events. Both backends call it inside their append
+/// transaction, after loading `recovered`.
+pub fn audit_rows_in_order(
+    recovered: Vec<schema::PendingAudit>,
+    events: Vec<schema::AuditEvent>,
+) -> Vec<schema::AuditEvent> {
+    let mut rows: Vec<schema::AuditEvent> = recovered
+        .into_iter()
+        .map(schema::PendingAudit::into_event)
+        .collect();
+    rows.extend(events);
+    rows
 }
 
 /// A migration embedded in the binary: a name and its SQL.

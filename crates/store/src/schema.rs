@@ -1168,3 +1168,134 @@ diesel::table! {
         hash -> Binary,
     }
 }
+
+diesel::table! {
+    audit_pending (id) {
+        id -> BigInt,
+        tenant -> Text,
+        token -> Text,
+        recorded_at -> BigInt,
+        listener -> Text,
+        request_id -> Text,
+        user_name -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        source_addr -> Text,
+        method -> Text,
+        interaction -> Text,
+        resource -> Nullable<Text>,
+        patient -> Nullable<Text>,
+        status -> Integer,
+        detail -> Text,
+    }
+}
+
+/// The columns of [`PendingAudit`], in its field order (everything but `id`).
+pub type PendingAuditColumns = (
+    audit_pending::tenant,
+    audit_pending::token,
+    audit_pending::recorded_at,
+    audit_pending::listener,
+    audit_pending::request_id,
+    audit_pending::user_name,
+    audit_pending::client_id,
+    audit_pending::source_addr,
+    audit_pending::method,
+    audit_pending::interaction,
+    audit_pending::resource,
+    audit_pending::patient,
+    audit_pending::status,
+    audit_pending::detail,
+);
+
+/// [`PendingAuditColumns`] as a value for `select`.
+pub const PENDING_AUDIT_COLUMNS: PendingAuditColumns = (
+    audit_pending::tenant,
+    audit_pending::token,
+    audit_pending::recorded_at,
+    audit_pending::listener,
+    audit_pending::request_id,
+    audit_pending::user_name,
+    audit_pending::client_id,
+    audit_pending::source_addr,
+    audit_pending::method,
+    audit_pending::interaction,
+    audit_pending::resource,
+    audit_pending::patient,
+    audit_pending::status,
+    audit_pending::detail,
+);
+
+/// A write's audit row, inserted in the write's transaction: what the
+/// request was known to be when it wrote. The request's final row (with the
+/// status it answered) replaces it when the audit writer links that row into
+/// the chain; one a stopped process left behind is linked as it is.
+/// `token` names the request (the caller's request id need not be unique).
+#[derive(Insertable, Queryable, Clone, Debug, PartialEq, Eq)]
+#[diesel(table_name = audit_pending)]
+pub struct PendingAudit {
+    pub tenant: String,
+    pub token: String,
+    pub recorded_at: i64,
+    pub listener: String,
+    pub request_id: String,
+    pub user_name: Option<String>,
+    pub client_id: Option<String>,
+    pub source_addr: String,
+    pub method: String,
+    pub interaction: String,
+    pub resource: Option<String>,
+    pub patient: Option<String>,
+    pub status: i32,
+    pub detail: String,
+}
+
+impl PendingAudit {
+    /// The row for a set of writes that kept something: for one resource
+    /// written, its new version; the status a write like it answers (201 when
+    /// it created the resource, else 200). `None` when nothing was written.
+    pub fn for_writes(
+        &self,
+        one: Option<(&str, &str)>,
+        outcomes: &[crate::WriteOutcome],
+    ) -> Option<PendingAudit> {
+        let written: Vec<(i64, bool)> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                crate::WriteOutcome::Written { version, created } => Some((*version, *created)),
+                _ => None,
+            })
+            .collect();
+        let &(version, created) = written.first()?;
+        let mut row = self.clone();
+        if let (Some((t, id)), [_]) = (one, written.as_slice()) {
+            row.resource = Some(format!("{t}/{id}/_history/{version}"));
+            row.status = if created { 201 } else { 200 };
+        } else {
+            row.status = 200;
+        }
+        Some(row)
+    }
+
+    /// The chain row this pending row becomes as it is (its request's final
+    /// row never came).
+    pub fn into_event(self) -> AuditEvent {
+        AuditEvent {
+            tenant: self.tenant,
+            seq: 0,
+            recorded_at: self.recorded_at,
+            listener: self.listener,
+            request_id: self.request_id,
+            user_name: self.user_name,
+            client_id: self.client_id,
+            source_addr: self.source_addr,
+            method: self.method,
+            interaction: self.interaction,
+            resource: self.resource,
+            patient: self.patient,
+            status: self.status,
+            detail: self.detail,
+            key_id: String::new(),
+            hash: Vec::new(),
+        }
+    }
+}

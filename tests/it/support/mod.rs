@@ -199,6 +199,28 @@ impl TestApp {
         }
     }
 
+    /// `SELECT COUNT(*) FROM {from}` on the app's database directly.
+    pub async fn count_rows(&self, from: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {from}");
+        match self.backend {
+            Backend::Sqlite => {
+                use diesel::{Connection, RunQueryDsl, SqliteConnection};
+                #[derive(diesel::QueryableByName)]
+                struct Count {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                let path = self.data_dir().join("hearth.db");
+                let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+                diesel::sql_query(sql)
+                    .get_result::<Count>(&mut c)
+                    .unwrap()
+                    .n
+            }
+            Backend::Postgres => postgres::count(self.database_url.as_deref().unwrap(), &sql).await,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }

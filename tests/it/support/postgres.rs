@@ -220,6 +220,18 @@ pub async fn execute(url: &str, sql: &str) {
     let _ = task.await;
 }
 
+/// The one `bigint` a query answers.
+pub async fn count(url: &str, sql: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let task = tokio::spawn(conn);
+    let n: i64 = client.query_one(sql, &[]).await.expect("query").get(0);
+    drop(client);
+    let _ = task.await;
+    n
+}
+
 /// `pg_dump` of a database, as text.
 pub fn dump(url: &str) -> Vec<u8> {
     let out = Command::new(cluster().bin_dir.join("pg_dump"))

@@ -1,0 +1,382 @@
+//! The limits on the writes of the request being served: a patient
+//! compartment, a SMART 2.x filter. The guard runs every request of a caller
+//! who may not write everything inside [`scope`]; each write of
+//! [`crate::service::Service`] (create, update, patch, delete, conditional
+//! writes, every Bundle entry) is then decided for that resource on its own
+//! ([`Limits::check_write`]): the caller's rights for that kind of write on
+//! that type, the new content and the version it replaces within them, and
+//! the write made conditional on the version checked, so a concurrent change
+//! cannot slip in between. A write the service did not check is refused at
+//! the store call ([`assert_checked`]): nothing under limits reaches the
+//! store unchecked.
+//!
+//! Outside a request, or for a caller who may write everything, there is
+//! nothing to check.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use hearth_security::{Decision, Interaction, Ops, Principal, ResourceFacts, TypeSelector};
+use hearth_store::Precondition;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::json::Json;
+use crate::search::extract::IndexValue;
+
+/// The caller of the request being served, for its writes.
+pub struct Limits {
+    principal: Principal,
+    /// Resources (type, id) whose write was checked.
+    checked: Mutex<HashSet<(String, String)>>,
+}
+
+tokio::task_local! {
+    static LIMITS: Arc<Limits>;
+}
+
+/// Whether a caller may create, update and delete anything (no limits).
+pub fn writes_everything(principal: &Principal) -> bool {
+    hearth_security::effective_grants(principal)
+        .iter()
+        .any(|g| {
+            g.ops.contains(Ops::V1_WRITE)
+                && g.types == TypeSelector::All
+                && g.patient.is_none()
+                && g.filter.is_none()
+        })
+}
+
+/// Runs `f` (the rest of a request) with its writes checked for `principal`.
+pub async fn scope<F: std::future::Future>(principal: Principal, f: F) -> F::Output {
+    let limits = Arc::new(Limits {
+        principal,
+        checked: Mutex::new(HashSet::new()),
+    });
+    LIMITS.scope(limits, f).await
+}
+
+/// The limits of the request being served, if it has any.
+pub fn current() -> Option<Arc<Limits>> {
+    LIMITS.try_with(Arc::clone).ok()
+}
+
+/// What a write replaces.
+pub enum Stored<'a> {
+    /// A live version: its body and number.
+    Live(&'a [u8], i64),
+    /// A deleted resource.
+    Deleted,
+    /// Nothing ever.
+    Absent,
+}
+
+fn outside(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Forbidden,
+        format!("access denied: {what} is outside the compartments this caller may write"),
+    )
+}
+
+fn within(
+    narrowing: &hearth_security::Narrowing,
+    res_type: &str,
+    id: &str,
+    resource: &Json,
+) -> bool {
+    let matches = |_: &str, pairs: &[(String, String)]| matches_filter(resource, pairs);
+    let facts =
+        ResourceFacts::new(res_type, id, patients_of(res_type, resource)).with_filter(&matches);
+    hearth_security::check_write(narrowing, &facts)
+}
+
+impl Limits {
+    /// Decides one write of `res_type/id`: a delete when `new` is `None`,
+    /// else a create (nothing live stored) or an update. The new content and
+    /// the stored version must both be within the caller's limits for that
+    /// kind of write. Returns the precondition to write with: only over the
+    /// version checked, or, when nothing was ever stored, only if still
+    /// nothing is.
+    pub fn check_write(
+        &self,
+        res_type: &str,
+        id: &str,
+        new: Option<&Json>,
+        stored: Stored<'_>,
+        precondition: Precondition,
+    ) -> Result<Precondition, ApiError> {
+        let live = matches!(stored, Stored::Live(..));
+        let interaction = match (new, live) {
+            (None, _) => Interaction::delete(res_type, id),
+            (Some(_), true) => Interaction::update(res_type, id),
+            (Some(_), false) => Interaction::create(res_type),
+        };
+        let narrowing = match hearth_security::decide(&self.principal, &interaction) {
+            Decision::Allow { narrowing } => narrowing,
+            Decision::Deny { reason } => {
+                return Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    format!("access denied: {reason}"),
+                ));
+            }
+        };
+        if !narrowing.is_unrestricted() {
+            if let Some(new) = new
+                && !within(&narrowing, res_type, id, new)
+            {
+                return Err(outside("the new content"));
+            }
+            if let Stored::Live(body, _) = stored {
+                let json = crate::json::parse(body)
+                    .map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
+                if !within(&narrowing, res_type, id, &json) {
+                    return Err(outside("the stored resource"));
+                }
+            }
+        }
+        let precondition = match (precondition, stored) {
+            (Precondition::None, Stored::Live(_, version)) => Precondition::VersionIs(version),
+            (Precondition::None, Stored::Absent) => Precondition::Absent,
+            (other, _) => other,
+        };
+        if let Ok(mut c) = self.checked.lock() {
+            c.insert((res_type.to_owned(), id.to_owned()));
+        }
+        Ok(precondition)
+    }
+}
+
+/// Refuses a store write under limits that was not checked.
+pub fn assert_checked<'a>(
+    writes: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    let Some(limits) = current() else {
+        return Ok(());
+    };
+    let checked = limits
+        .checked
+        .lock()
+        .map_err(|_| ApiError::internal("the write limits are unusable"))?;
+    for (t, id) in writes {
+        if !checked.contains(&(t.to_owned(), id.to_owned())) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "access denied: this write is not supported under compartment or filter limits",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a resource matches SMART 2.x filter pairs (`category=…&…`): every
+/// pair must match, as a search of the resource's type would. Parameters are
+/// read like any search (`search::query`) and matched on the resource's own
+/// index values: tokens (`code`, `system|code`, `|code`, `system|`), strings
+/// (starts with, ignoring case and accents), URIs (exactly), references
+/// (`Type/id`, `id`, an absolute URL) and dates (every prefix), each with
+/// comma alternatives. A filter with a modifier, a chain, `_has`, a number or
+/// quantity, or a parameter this type does not have matches nothing, so a
+/// filter this server cannot evaluate hides rather than shows.
+pub fn matches_filter(resource: &Json, pairs: &[(String, String)]) -> bool {
+    use crate::search::query::{Filter, SearchValue};
+    let res_type = match resource {
+        Json::Object(o) => o.get("resourceType").and_then(Json::as_str).unwrap_or(""),
+        _ => return false,
+    };
+    let Ok(request) = crate::search::query::parse(res_type, pairs) else {
+        return false;
+    };
+    if !request.ignored.is_empty() || request.filters.len() != pairs.len() {
+        return false;
+    }
+    let entries = crate::search::extract::extract(resource);
+    request.filters.iter().all(|filter| {
+        let Filter::Criterion(c) = filter else {
+            return false;
+        };
+        if !c.chain.is_empty() || c.modifier.is_some() {
+            return false;
+        }
+        let values: Vec<&IndexValue> = entries
+            .iter()
+            .filter(|e| e.param == c.param)
+            .map(|e| &e.value)
+            .collect();
+        c.values.iter().any(|wanted| match wanted {
+            SearchValue::Token { system, code } => values
+                .iter()
+                .any(|v| token_matches(v, system.as_deref(), code.as_deref().unwrap_or(""))),
+            SearchValue::Text(text) => values.iter().any(|v| match v {
+                IndexValue::String { normalized, .. } => {
+                    normalized.starts_with(&crate::search::normalize::string(text))
+                }
+                IndexValue::Uri(uri) => uri == text,
+                _ => false,
+            }),
+            SearchValue::Reference {
+                target_type,
+                id,
+                url,
+            } => values.iter().any(|v| match v {
+                IndexValue::Reference {
+                    target_type: t,
+                    target_id,
+                    url: written,
+                    ..
+                } => match url {
+                    Some(url) => written == url,
+                    None => {
+                        target_id.as_deref() == Some(id.as_str())
+                            && target_type
+                                .as_deref()
+                                .is_none_or(|want| t.as_deref() == Some(want))
+                    }
+                },
+                _ => false,
+            }),
+            SearchValue::Date { prefix, value } => {
+                let Some((from, to)) = crate::search::extract::date_range(value) else {
+                    return false;
+                };
+                let op = crate::search::plan::date_op(*prefix);
+                values.iter().any(|v| match v {
+                    IndexValue::Date { low, high } => op.holds(*low, *high, from, to),
+                    _ => false,
+                })
+            }
+            _ => false,
+        })
+    })
+}
+
+fn token_matches(value: &IndexValue, system: Option<&str>, code: &str) -> bool {
+    let IndexValue::Token {
+        system: s, code: c, ..
+    } = value
+    else {
+        return false;
+    };
+    let system_ok = match system {
+        None => true,
+        Some("") => s.is_none(),
+        Some(want) => s.as_deref() == Some(want),
+    };
+    let code_ok = code.is_empty() || c.as_deref() == Some(code);
+    system_ok && code_ok && !(code.is_empty() && system.is_none())
+}
+
+/// The patients whose compartment a resource is in (by the R4 Patient
+/// CompartmentDefinition's parameters).
+pub fn patients_of(res_type: &str, resource: &Json) -> Vec<String> {
+    let params = crate::fhir::search_params::r4().compartment_params("Patient", res_type);
+    if params.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = crate::search::extract::extract(resource)
+        .into_iter()
+        .filter(|e| params.contains(&e.param))
+        .filter_map(|e| match e.value {
+            crate::search::extract::IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(id),
+                ..
+            } if t == "Patient" => Some(id),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_filters_match_tokens() {
+        let obs = crate::json::parse(
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
+                "category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory"}]}]}"#,
+        )
+        .unwrap_or(Json::Null);
+        let pairs = |v: &str| vec![("category".to_owned(), v.to_owned())];
+        assert!(matches_filter(&obs, &pairs("laboratory")));
+        assert!(matches_filter(
+            &obs,
+            &pairs("http://terminology.hl7.org/CodeSystem/observation-category|laboratory")
+        ));
+        assert!(matches_filter(&obs, &pairs("vital-signs,laboratory")));
+        assert!(!matches_filter(&obs, &pairs("vital-signs")));
+        assert!(!matches_filter(&obs, &pairs("http://other|laboratory")));
+        assert!(matches_filter(
+            &obs,
+            &[("status".to_owned(), "final".to_owned())]
+        ));
+        // A number or quantity, a modifier, an unknown parameter: never.
+        assert!(!matches_filter(
+            &obs,
+            &[("value-quantity".to_owned(), "5".to_owned())]
+        ));
+        assert!(!matches_filter(
+            &obs,
+            &[("category:not".to_owned(), "vital-signs".to_owned())]
+        ));
+        assert!(!matches_filter(
+            &obs,
+            &[("nonsense".to_owned(), "x".to_owned())]
+        ));
+    }
+
+    #[test]
+    fn smart_filters_match_strings_references_uris_and_dates() {
+        let obs = crate::json::parse(
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
+                "subject":{"reference":"Patient/p1"},"effectiveDateTime":"2021-03-04",
+                "performer":[{"reference":"http://other.example/fhir/Practitioner/9"}]}"#,
+        )
+        .unwrap_or(Json::Null);
+        let one = |k: &str, v: &str| matches_filter(&obs, &[(k.to_owned(), v.to_owned())]);
+        assert!(one("subject", "Patient/p1"));
+        assert!(one("subject", "p1"));
+        assert!(one("patient", "p1"));
+        assert!(!one("subject", "Patient/p2"));
+        assert!(!one("subject", "Group/p1"));
+        assert!(one("performer", "http://other.example/fhir/Practitioner/9"));
+        assert!(one("date", "2021"));
+        assert!(one("date", "ge2021-03-01"));
+        assert!(!one("date", "lt2021-03-01"));
+        assert!(one("date", "2020,2021-03"));
+        assert!(!one("date", "2022"));
+        assert!(!one("date", "not-a-date"));
+        let patient = crate::json::parse(
+            br#"{"resourceType":"Patient","name":[{"family":"\u00c9lan","given":["Zo\u00eb"]}],
+                "gender":"female"}"#,
+        )
+        .unwrap_or(Json::Null);
+        let p = |k: &str, v: &str| matches_filter(&patient, &[(k.to_owned(), v.to_owned())]);
+        assert!(p("family", "elan"));
+        assert!(p("name", "zo"));
+        assert!(!p("family", "lan"));
+        assert!(p("gender", "female"));
+        // Every pair must match.
+        assert!(!matches_filter(
+            &patient,
+            &[
+                ("gender".to_owned(), "female".to_owned()),
+                ("family".to_owned(), "smith".to_owned())
+            ]
+        ));
+        let vs = crate::json::parse(
+            br#"{"resourceType":"ValueSet","status":"active","url":"http://example.org/vs/1"}"#,
+        )
+        .unwrap_or(Json::Null);
+        assert!(matches_filter(
+            &vs,
+            &[("url".to_owned(), "http://example.org/vs/1".to_owned())]
+        ));
+        assert!(!matches_filter(
+            &vs,
+            &[("url".to_owned(), "http://example.org/vs".to_owned())]
+        ));
+    }
+}
