@@ -179,6 +179,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         modules,
         audit: crate::audit::AuditLog::new(service.store().clone(), service.keys()),
         listener: config.http.name.clone(),
+        kind: config.http.kind,
         trusted_proxies: config.http.trusted_proxies.clone(),
         throttle: Arc::new(crate::auth::Throttle::new(
             std::time::Duration::from_secs(
@@ -232,12 +233,13 @@ pub fn listener_state(
     state.base_path = l.base_path.clone();
     state.public_url = l.public_url.clone();
     state.listener = l.name.clone();
+    state.kind = l.kind;
     state.trusted_proxies = l.trusted_proxies.clone();
     state.max_body_bytes = l.max_body_bytes;
     Ok(state)
 }
 
-/// Binds one FHIR listener.
+/// Binds one listener (FHIR or Admin API).
 pub fn listener_server(
     l: &crate::config::HttpConfig,
     state: AppState,
@@ -246,10 +248,14 @@ pub fn listener_server(
     let tls = l.tls.is_some();
     let state = web::Data::new(state);
     let base_path = l.base_path.clone();
+    let kind = l.kind;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .configure(|cfg| http::routes(cfg, &base_path))
+            .configure(|cfg| match kind {
+                crate::config::ListenerKind::Fhir => http::routes(cfg, &base_path),
+                crate::config::ListenerKind::Admin => http::admin::routes(cfg, &base_path),
+            })
             .default_service(web::to(http::not_found))
             .wrap(middleware::from_fn(http::guard))
             .wrap(middleware::from_fn(http::xml_responses))

@@ -26,7 +26,8 @@ use crate::store::{AnyStore, DEFAULT_TENANT};
 /// row ([`for_write`]); the request's final row replaces it in the commit
 /// that links the final row into the chain. A pending row left by a process
 /// that stopped in between is linked as it is once it is older than
-/// [`RECOVERY_GRACE`] (checked when the writer starts and every minute).
+/// [`RECOVERY_GRACE`] (checked when the writer starts and every minute),
+/// unless a request of this process still runs with it.
 #[derive(Clone)]
 pub struct AuditLog {
     queue: tokio::sync::mpsc::Sender<Pending>,
@@ -45,7 +46,7 @@ const BATCH: usize = 512;
 /// How old a pending row must be before it is taken for one whose request
 /// will not finish (its process stopped): far longer than a response takes
 /// to leave after its write commits.
-pub const RECOVERY_GRACE: Duration = Duration::from_secs(60);
+pub const RECOVERY_GRACE: Duration = Duration::from_secs(300);
 
 /// What one request did, as the listener saw it.
 #[derive(Clone, Debug, Default)]
@@ -77,9 +78,45 @@ tokio::task_local! {
     static REQUEST: Arc<RequestAudit>;
 }
 
+/// A token no other request of any process has: a random value of this
+/// process and a counter (never anything a caller chose).
+fn next_token() -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let mut bytes = [0u8; 12];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            // Without randomness, the process id and start time.
+            bytes[..4].copy_from_slice(&std::process::id().to_be_bytes());
+            bytes[4..].copy_from_slice(&crate::time::now_micros().to_be_bytes());
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    format!("{process}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Tokens of the requests this process is serving: their pending rows are
+/// never taken for left-overs, however long they run.
+fn running() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
+    static RUNNING: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+impl Drop for RequestAudit {
+    fn drop(&mut self) {
+        if let Ok(mut running) = running().lock() {
+            running.remove(&self.token);
+        }
+    }
+}
+
 impl RequestAudit {
     pub fn new(listener: &str, request_id: &str, source_addr: &str, method: &str) -> Arc<Self> {
-        let token = crate::service::new_id().unwrap_or_else(|_| request_id.to_owned());
+        let token = next_token();
+        if let Ok(mut running) = running().lock() {
+            running.insert(token.clone());
+        }
         Arc::new(RequestAudit {
             token: token.clone(),
             row: std::sync::Mutex::new(PendingAudit {
@@ -229,9 +266,14 @@ pub async fn recover_pending(
     grace: Duration,
 ) -> Result<(), String> {
     let grace = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX / 2);
+    let keep = running()
+        .lock()
+        .map(|r| r.iter().cloned().collect())
+        .unwrap_or_default();
     let append = AuditAppend {
         tenant: tenant.to_owned(),
         recover_before: Some(crate::time::now_micros() - grace),
+        keep,
         ..AuditAppend::default()
     };
     commit(store, keys, append).await.map(|_| ())

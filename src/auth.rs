@@ -236,6 +236,17 @@ impl Modules {
         })
     }
 
+    /// Drops a user's cached credentials from every `basic` module at once
+    /// (the Admin API changed the user; other processes notice within a
+    /// second through [`Modules::watch_users`]).
+    pub fn forget_user(&self, name: &str) {
+        for m in self.by_name.values() {
+            if let ModuleImpl::Basic { cache, .. } = &m.imp {
+                cache.forget_user(name);
+            }
+        }
+    }
+
     /// Keeps the credential caches of `basic` modules over the local user
     /// table true to it: every second, users changed since (a new password,
     /// roles, a lock, by this process or another) are dropped from them, so
@@ -408,6 +419,7 @@ impl Authenticator {
                     if let Some(verified) = cache.get(&user, &password) {
                         return Ok(self.principal(&verified));
                     }
+                    let generation = cache.generation();
                     return match source.verify(&user, &password).await {
                         Ok(verified) => {
                             if verified.source != "local" {
@@ -420,7 +432,7 @@ impl Authenticator {
                                     unavailable: true,
                                 })?;
                             }
-                            cache.put(&user, &password, verified.clone());
+                            cache.put(&user, &password, verified.clone(), generation);
                             Ok(self.principal(&verified))
                         }
                         Err(e) => Err(Refusal {
@@ -528,6 +540,12 @@ pub async fn set_local_user(
     {
         return Err("a user name must be 1-128 characters without spaces or ':'".into());
     }
+    if roles
+        .iter()
+        .any(|r| r.is_empty() || r.contains(char::is_whitespace))
+    {
+        return Err("a role name cannot be empty or hold spaces".into());
+    }
     let admin = roles.iter().any(|r| r == "admin");
     hearth_auth_local::check_password(password, admin).map_err(str::to_owned)?;
     let password = password.to_owned();
@@ -557,6 +575,24 @@ pub async fn set_local_user(
         .map_err(|e| e.to_string())
 }
 
+/// Replaces the roles of an existing user (its password stays).
+pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> Result<(), String> {
+    let mut user = store
+        .user(DEFAULT_TENANT, name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("there is no user {name}"))?;
+    if roles
+        .iter()
+        .any(|r| r.is_empty() || r.contains(char::is_whitespace))
+    {
+        return Err("a role name cannot be empty or hold spaces".into());
+    }
+    user.roles = roles.join(" ");
+    user.updated_at = now_micros();
+    store.save_user(user).await.map_err(|e| e.to_string())
+}
+
 /// Locks or unlocks a user (a locked user cannot sign in; unlocking also
 /// clears a lockout after failed sign-ins). Running servers drop the user's
 /// cached credentials within about a second.
@@ -566,6 +602,12 @@ pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Resu
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("there is no user {name}"))?;
+    if user.source != "local" {
+        return Err(format!(
+            "{name} comes from the {} directory: lock the account there",
+            user.source
+        ));
+    }
     user.locked = locked;
     if !locked {
         user.locked_until = None;

@@ -163,6 +163,10 @@ pub struct CryptoConfig {
 pub struct HttpConfig {
     /// The listener's name in logs and audit rows.
     pub name: String,
+    /// What it serves: the FHIR REST API (`fhir`, the default) or the JSON
+    /// Admin API (`admin`: local users, the audit chain). `[http]` is always
+    /// a FHIR listener.
+    pub kind: ListenerKind,
     pub addr: SocketAddr,
     /// Base path of the FHIR API, e.g. `/fhir`.
     pub base_path: String,
@@ -191,10 +195,20 @@ pub struct HttpConfig {
     pub allow_insecure_http: bool,
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    #[default]
+    Fhir,
+    Admin,
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             name: "fhir".into(),
+            kind: ListenerKind::Fhir,
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             base_path: "/fhir".into(),
             public_url: None,
@@ -739,6 +753,13 @@ impl Config {
                     message: format!("no security module is named {name}"),
                 });
             }
+        }
+        if self.http.kind != ListenerKind::Fhir {
+            return Err(ConfigError::Invalid {
+                key: "http.kind",
+                message: "the main listener serves FHIR; add an admin listener under [[listeners]]"
+                    .into(),
+            });
         }
         let mut listener_names = std::collections::BTreeSet::from([self.http.name.as_str()]);
         let mut addrs = std::collections::BTreeSet::from([self.http.addr]);

@@ -64,8 +64,8 @@ pub fn current() -> Option<Arc<Limits>> {
 pub enum Stored<'a> {
     /// A live version: its body and number.
     Live(&'a [u8], i64),
-    /// A deleted resource.
-    Deleted,
+    /// A deleted resource: the version of its deletion.
+    Deleted(i64),
     /// Nothing ever.
     Absent,
 }
@@ -94,8 +94,8 @@ impl Limits {
     /// else a create (nothing live stored) or an update. The new content and
     /// the stored version must both be within the caller's limits for that
     /// kind of write. Returns the precondition to write with: only over the
-    /// version checked, or, when nothing was ever stored, only if still
-    /// nothing is.
+    /// version checked (a live one, a deletion), or, when nothing was ever
+    /// stored, only if still nothing is.
     pub fn check_write(
         &self,
         res_type: &str,
@@ -133,15 +133,67 @@ impl Limits {
                 }
             }
         }
+        // The write is made only over exactly what was checked: a caller's
+        // own `If-Match` naming another version fails now, not later against
+        // a version nobody checked.
         let precondition = match (precondition, stored) {
-            (Precondition::None, Stored::Live(_, version)) => Precondition::VersionIs(version),
+            (Precondition::VersionIs(asked), Stored::Live(_, version)) if asked != version => {
+                return Err(ApiError::new(
+                    ErrorKind::PreconditionFailed,
+                    format!("{res_type}/{id} is at version {version}, not {asked}"),
+                ));
+            }
+            (Precondition::None | Precondition::VersionIs(_), Stored::Live(_, version)) => {
+                Precondition::VersionIs(version)
+            }
+            (Precondition::None, Stored::Deleted(version)) => Precondition::DeletedAt(version),
             (Precondition::None, Stored::Absent) => Precondition::Absent,
+            // Absent, or a version that is not live: the store refuses the
+            // write unless nothing changed, which is what was checked.
             (other, _) => other,
         };
         if let Ok(mut c) = self.checked.lock() {
             c.insert((res_type.to_owned(), id.to_owned()));
         }
         Ok(precondition)
+    }
+}
+
+/// What the search of a condition (conditional writes, conditional
+/// references, `ifNoneExist`) may see of a type, so that what the caller
+/// may not see behaves as absent and a condition reveals nothing of it.
+pub enum SearchScope {
+    /// Everything.
+    All,
+    /// Only these patients' compartments (or these Patients).
+    Patients(Vec<String>),
+    /// Conditions on this type cannot be narrowed for the caller: refused.
+    Refused(String),
+}
+
+impl Limits {
+    pub fn search_scope(&self, res_type: &str) -> SearchScope {
+        let interaction = Interaction::search_type(res_type);
+        let narrowing = match hearth_security::decide(&self.principal, &interaction) {
+            Decision::Allow { narrowing } => narrowing,
+            Decision::Deny { reason } => {
+                return SearchScope::Refused(format!(
+                    "access denied: a condition searches {res_type}: {reason}"
+                ));
+            }
+        };
+        if narrowing.is_unrestricted() {
+            return SearchScope::All;
+        }
+        if narrowing.filters_for(res_type).is_some() {
+            return SearchScope::Refused(
+                "access denied: conditions are not supported under SMART filter limits".into(),
+            );
+        }
+        match narrowing.patients_for(res_type) {
+            Some(ids) => SearchScope::Patients(ids.into_iter().collect()),
+            None => SearchScope::All,
+        }
     }
 }
 

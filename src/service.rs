@@ -195,23 +195,8 @@ impl Service {
                 self.put(tenant, res_type, &id, obj, Precondition::Absent)
                     .await
             }
-            1 => {
-                let found = found.remove(0);
-                // The answer is the match: under write limits, only one the
-                // caller could have written.
-                if let Some(limits) = crate::limits::current() {
-                    let json = crate::json::parse(&found.body)
-                        .map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
-                    limits.check_write(
-                        res_type,
-                        &found.id,
-                        Some(&json),
-                        crate::limits::Stored::Live(&found.body, found.version),
-                        Precondition::None,
-                    )?;
-                }
-                Ok((found, false))
-            }
+            // Under limits, the search only finds what the caller may see.
+            1 => Ok((found.remove(0), false)),
             _ => Err(several_match(res_type)),
         }
     }
@@ -587,15 +572,16 @@ impl Service {
             return Ok(precondition);
         };
         let new = new.map(|o| Json::Object(o.clone()));
-        let current = match self.read(tenant, res_type, id).await {
-            Ok(rv) => Some(rv),
-            Err(e) if matches!(e.status(), 404 | 410) => None,
-            Err(e) => return Err(e),
+        // One read: what is checked is what the precondition names.
+        let current = match self.store.read_current(tenant, res_type, id).await? {
+            None => None,
+            Some(v) if v.deleted => Some(Err(v.version)),
+            Some(v) => Some(Ok(self.open(tenant, v).await?)),
         };
         let stored = match &current {
-            Some(rv) => Stored::Live(&rv.body, rv.version),
-            None if self.exists(tenant, res_type, id).await? => Stored::Deleted,
             None => Stored::Absent,
+            Some(Err(deleted_at)) => Stored::Deleted(*deleted_at),
+            Some(Ok(rv)) => Stored::Live(&rv.body, rv.version),
         };
         limits.check_write(res_type, id, new.as_ref(), stored, precondition)
     }

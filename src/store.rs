@@ -144,6 +144,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.user(tenant, name))
     }
 
+    async fn users(&self, tenant: &str) -> StoreResult<Vec<hearth_store::schema::User>> {
+        delegate!(self, s => s.users(tenant))
+    }
+
     async fn users_changed_since(&self, tenant: &str, since: i64) -> StoreResult<Vec<String>> {
         delegate!(self, s => s.users_changed_since(tenant, since))
     }

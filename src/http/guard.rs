@@ -131,7 +131,10 @@ pub async fn guard(
         // Outside the FHIR API: nothing is served there but the 404.
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let interaction = classify(req.method(), rel);
+    let interaction = match state.kind {
+        crate::config::ListenerKind::Fhir => classify(req.method(), rel),
+        crate::config::ListenerKind::Admin => super::admin::classify(req.method(), rel),
+    };
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -3,6 +3,7 @@
 //! Handlers are adapters, one file per interaction: extract, call the service,
 //! respond.
 
+pub mod admin;
 mod audit;
 mod audit_events;
 mod bundle;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub audit: crate::audit::AuditLog,
     /// The listener's name in audit rows.
     pub listener: String,
+    /// What the listener serves (the FHIR API or the Admin API).
+    pub kind: crate::config::ListenerKind,
     /// Proxies whose `X-Forwarded-For` names the caller (`http.trusted_proxies`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Failed sign-ins per address and user (429 past the limits).

@@ -111,6 +111,8 @@ impl Searcher<'_> {
     /// The resources of `res_type` that match `criteria` (the search of a
     /// conditional interaction), up to `limit`, in id order. Unknown
     /// parameters are refused: a condition must not match more than it says.
+    /// Under the request's limits ([`crate::limits`]) only what the caller
+    /// may see can match.
     pub async fn matching(
         &self,
         res_type: &str,
@@ -124,10 +126,25 @@ impl Searcher<'_> {
                 parsed.ignored.join(", ")
             )));
         }
+        // Under the caller's limits, what it may not see does not match.
+        let within = match crate::limits::current().map(|l| l.search_scope(res_type)) {
+            None | Some(crate::limits::SearchScope::All) => None,
+            Some(crate::limits::SearchScope::Patients(ids)) if res_type == "Patient" => {
+                Some(Condition::Id(ids))
+            }
+            Some(crate::limits::SearchScope::Patients(ids)) => Some(Condition::InCompartment {
+                compartment: "Patient".to_owned(),
+                ids: Some(ids),
+            }),
+            Some(crate::limits::SearchScope::Refused(why)) => {
+                return Err(ApiError::new(crate::error::ErrorKind::Forbidden, why));
+            }
+        };
         self.resolve(&mut parsed).await?;
         let mut q = plan::store_query(&parsed, None, limit, &|input| {
             self.service.search_hash(self.tenant, input)
         })?;
+        q.conditions.extend(within);
         q.sort = Vec::new();
         q.drive_below = self.drive_below;
         let found = self.search_checked(&q, &plan::rechecks(&parsed)?).await?;

@@ -418,7 +418,14 @@ async fn write_rows(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(app.count_rows("audit_pending").await, 1);
-    // Once it is old enough, the process that wrote it is taken as stopped.
+    // However old, it is left alone while its request runs here.
+    recover_pending(&store, &keys, "default", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(app.count_rows("audit_pending").await, 1);
+    // Once its request is gone and the row old enough, the process that
+    // wrote it is taken as stopped.
+    drop(request);
     recover_pending(&store, &keys, "default", Duration::ZERO)
         .await
         .unwrap();

@@ -650,7 +650,8 @@ async fn writes_under_limits(app: &TestApp, wes: &str, theirs: &str) {
     assert_eq!(theirs_now["status"], "final");
     assert_eq!(theirs_now["meta"]["versionId"], "1");
 
-    // Conditional update, create and delete.
+    // Conditional update, create and delete: what the caller may not see
+    // does not match, so a condition tells nothing about it.
     let fhir = "application/fhir+json";
     let res = send(
         "PUT",
@@ -661,6 +662,7 @@ async fn writes_under_limits(app: &TestApp, wes: &str, theirs: &str) {
     .await
     .unwrap();
     assert_eq!(res.status(), 200);
+    let (_, p1_before) = status_of("Observation?subject=Patient/p1&_summary=count".into()).await;
     let res = send(
         "PUT",
         format!("Observation?_id={theirs}"),
@@ -669,7 +671,11 @@ async fn writes_under_limits(app: &TestApp, wes: &str, theirs: &str) {
     )
     .await
     .unwrap();
-    assert_eq!(res.status(), 403, "a conditional update of theirs");
+    assert_eq!(
+        res.status(),
+        201,
+        "theirs does not match: a new one of mine"
+    );
     let res = crate::support::bare_client()
         .post(app.url("Observation"))
         .header("authorization", wes)
@@ -679,17 +685,44 @@ async fn writes_under_limits(app: &TestApp, wes: &str, theirs: &str) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 403, "a conditional create answering theirs");
-    let res = send(
-        "DELETE",
-        format!("Observation?_id={theirs}"),
-        fhir,
-        json!({}),
+    assert_eq!(res.status(), 201, "theirs does not match");
+    let (_, p1_after) = status_of("Observation?subject=Patient/p1&_summary=count".into()).await;
+    assert_eq!(
+        p1_after["total"].as_u64().unwrap(),
+        p1_before["total"].as_u64().unwrap() + 2
+    );
+    let (status, outcome) = crate::support::json(
+        send(
+            "DELETE",
+            format!("Observation?_id={theirs}"),
+            fhir,
+            json!({}),
+        )
+        .await
+        .unwrap(),
     )
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 403, "a conditional delete of theirs");
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        outcome.to_string().contains("nothing was deleted"),
+        "{outcome}"
+    );
     assert_eq!(status_of(format!("Observation/{theirs}")).await.0, 200);
+    // An If-Match naming another version fails at once.
+    let res = crate::support::bare_client()
+        .put(app.url(&format!("Observation/{mine}")))
+        .header("authorization", wes)
+        .header("content-type", fhir)
+        .header("if-match", "W/\"1\"")
+        .body({
+            let mut o = obs_for("p1");
+            o["id"] = json!(mine);
+            o.to_string()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412);
 
     // A transaction is checked entry by entry and kept whole or not at all.
     let (_, before) = status_of("Observation?subject=Patient/p1&_summary=count".into()).await;

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod audit;
 mod auth;
 mod bundle;

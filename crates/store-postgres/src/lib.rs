@@ -509,6 +509,7 @@ impl hearth_store::Store for PgStore {
             events,
             replaces,
             recover_before,
+            keep,
         } = append;
         let mut c = self.conn().await?;
         // One lock per tenant's chain, held to the end of the transaction.
@@ -519,16 +520,25 @@ impl hearth_store::Store for PgStore {
                 .await?;
             let recovered: Vec<PendingAudit> = match recover_before {
                 Some(before) => {
-                    let rows = diesel::delete(
-                        audit_pending::table
-                            .filter(audit_pending::tenant.eq(&tenant))
-                            .filter(audit_pending::recorded_at.lt(before)),
-                    )
-                    .returning((audit_pending::id, PENDING_AUDIT_COLUMNS))
-                    .get_results::<(i64, PendingAudit)>(c)
-                    .await?;
-                    let mut rows = rows;
-                    rows.sort_by_key(|(id, _)| *id);
+                    let rows = audit_pending::table
+                        .filter(audit_pending::tenant.eq(&tenant))
+                        .filter(audit_pending::recorded_at.lt(before))
+                        .order(audit_pending::id.asc())
+                        .select((audit_pending::id, PENDING_AUDIT_COLUMNS))
+                        .load::<(i64, PendingAudit)>(c)
+                        .await?;
+                    let rows: Vec<(i64, PendingAudit)> = rows
+                        .into_iter()
+                        .filter(|(_, r)| !keep.contains(&r.token))
+                        .collect();
+                    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+                    for chunk in ids.chunks(500) {
+                        diesel::delete(
+                            audit_pending::table.filter(audit_pending::id.eq_any(chunk)),
+                        )
+                        .execute(c)
+                        .await?;
+                    }
                     rows.into_iter().map(|(_, r)| r).collect()
                 }
                 None => Vec::new(),
@@ -650,6 +660,15 @@ impl hearth_store::Store for PgStore {
             .first::<User>(&mut c)
             .await
             .optional()?)
+    }
+
+    async fn users(&self, tenant: &str) -> StoreResult<Vec<User>> {
+        let mut c = self.conn().await?;
+        Ok(users::table
+            .filter(users::tenant.eq(tenant))
+            .order(users::name.asc())
+            .load(&mut c)
+            .await?)
     }
 
     async fn users_changed_since(&self, tenant: &str, since: i64) -> StoreResult<Vec<String>> {

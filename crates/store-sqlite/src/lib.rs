@@ -560,6 +560,7 @@ impl hearth_store::Store for SqliteStore {
             events,
             replaces,
             recover_before,
+            keep,
         } = append;
         self.with_writer(move |c| {
             // IMMEDIATE: the write lock is taken before the last row is read,
@@ -573,6 +574,10 @@ impl hearth_store::Store for SqliteStore {
                             .order(audit_pending::id.asc())
                             .select((audit_pending::id, PENDING_AUDIT_COLUMNS))
                             .load::<(i64, PendingAudit)>(c)?;
+                        let rows: Vec<(i64, PendingAudit)> = rows
+                            .into_iter()
+                            .filter(|(_, r)| !keep.contains(&r.token))
+                            .collect();
                         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
                         for chunk in ids.chunks(500) {
                             diesel::delete(
@@ -696,6 +701,17 @@ impl hearth_store::Store for SqliteStore {
                 .find((&tenant, &name))
                 .first::<User>(c)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn users(&self, tenant: &str) -> StoreResult<Vec<User>> {
+        let tenant = tenant.to_owned();
+        self.with_reader(move |c| {
+            Ok(users::table
+                .filter(users::tenant.eq(&tenant))
+                .order(users::name.asc())
+                .load(c)?)
         })
         .await
     }

@@ -60,6 +60,9 @@ pub enum Precondition {
     VersionIs(i64),
     /// The resource must not exist yet (server-assigned ids on create).
     Absent,
+    /// The current version must be this one, a deletion (a write checked
+    /// against what was deleted, so nothing recreated meanwhile is replaced).
+    DeletedAt(i64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +425,9 @@ pub trait Store: Send + Sync {
         name: &str,
     ) -> impl Future<Output = StoreResult<Option<schema::User>>> + Send;
 
+    /// Every user of a tenant, by name.
+    fn users(&self, tenant: &str) -> impl Future<Output = StoreResult<Vec<schema::User>>> + Send;
+
     /// Names of the tenant's users changed (`updated_at`) at or after `since`.
     fn users_changed_since(
         &self,
@@ -534,8 +540,10 @@ pub struct AuditAppend {
     /// Tokens of the requests whose pending rows these events replace.
     pub replaces: Vec<String>,
     /// Pending rows recorded before this time (microseconds) belong to no
-    /// running request: they are linked, oldest first, before `events`.
+    /// running request: they are linked, oldest first, before `events`...
     pub recover_before: Option<i64>,
+    /// ... except those of these tokens (requests still running here).
+    pub keep: Vec<String>,
 }
 
 /// The rows of one append, in chain order: recovered pending rows first,
@@ -669,6 +677,11 @@ pub fn plan_write(
         Precondition::Absent => {
             if current.is_some() {
                 return Err(StoreError::Conflict);
+            }
+        }
+        Precondition::DeletedAt(expected) => {
+            if current != Some((expected, true)) {
+                return Err(StoreError::PreconditionFailed { current: live });
             }
         }
     }

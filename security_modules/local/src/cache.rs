@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
@@ -28,6 +29,9 @@ pub struct CredentialCache {
     key: hmac::Key,
     ttl: Duration,
     entries: Mutex<HashMap<Key, Entry>>,
+    /// Bumped before every drop: a verification that began before a drop
+    /// does not put what it read (possibly the user's old row) back.
+    generation: AtomicU64,
 }
 
 impl CredentialCache {
@@ -40,6 +44,7 @@ impl CredentialCache {
             key,
             ttl,
             entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -79,14 +84,24 @@ impl CredentialCache {
         }
     }
 
-    /// Remembers credentials a source has just accepted.
-    pub fn put(&self, login: &str, password: &str, user: VerifiedUser) {
+    /// Take before asking the source; give to [`Self::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Remembers credentials a source has just accepted, unless entries were
+    /// dropped since `generation` was taken (the source may have answered
+    /// from a row that has changed since).
+    pub fn put(&self, login: &str, password: &str, user: VerifiedUser, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let key = self.key_of(login, password);
         let now = Instant::now();
         let mut entries = self.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, e| e.expires > now);
             if entries.len() >= MAX_ENTRIES {
@@ -105,12 +120,14 @@ impl CredentialCache {
 
     /// Drops every entry of a user (password, lock or role change).
     pub fn forget_user(&self, login: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.lock()
             .retain(|_, e| e.login != login && e.user.name != login);
     }
 
     /// Drops everything.
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.lock().clear();
     }
 }
@@ -133,8 +150,8 @@ mod tests {
     fn remembers_forgets_and_expires() {
         let c = CredentialCache::new(Duration::from_secs(60)).unwrap();
         assert!(c.get("alice", "pw1").is_none());
-        c.put("alice", "pw1", user("alice"));
-        c.put("bob", "pw2", user("bob"));
+        c.put("alice", "pw1", user("alice"), c.generation());
+        c.put("bob", "pw2", user("bob"), c.generation());
         assert_eq!(c.get("alice", "pw1").unwrap().name, "alice");
         assert!(c.get("alice", "pw2").is_none(), "another password");
         assert!(c.get("alicepw1", "").is_none(), "no ambiguity in the key");
@@ -143,12 +160,21 @@ mod tests {
         assert!(c.get("bob", "pw2").is_some());
 
         let short = CredentialCache::new(Duration::from_millis(1)).unwrap();
-        short.put("alice", "pw1", user("alice"));
+        short.put("alice", "pw1", user("alice"), short.generation());
         std::thread::sleep(Duration::from_millis(5));
         assert!(short.get("alice", "pw1").is_none());
 
         let off = CredentialCache::new(Duration::ZERO).unwrap();
-        off.put("alice", "pw1", user("alice"));
+        off.put("alice", "pw1", user("alice"), off.generation());
         assert!(off.get("alice", "pw1").is_none());
+
+        // A verification that began before a drop does not put back what it read.
+        let c = CredentialCache::new(Duration::from_secs(60)).unwrap();
+        let before = c.generation();
+        c.forget_user("carol");
+        c.put("carol", "old-pw", user("carol"), before);
+        assert!(c.get("carol", "old-pw").is_none());
+        c.put("carol", "new-pw", user("carol"), c.generation());
+        assert!(c.get("carol", "new-pw").is_some());
     }
 }

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub config: Config,
     /// The PostgreSQL database URL, for the PostgreSQL backend.
     pub database_url: Option<String>,
+    /// The other listeners of the configuration (`[[listeners]]`): name and address.
+    pub others: Vec<(String, std::net::SocketAddr)>,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -122,7 +124,8 @@ impl TestApp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        type Ready = Result<Vec<(String, std::net::SocketAddr)>, String>;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         let server_config = config.clone();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -133,6 +136,7 @@ impl TestApp {
                         return;
                     }
                 };
+                let state_for_others = state.clone();
                 let (server, _) =
                     match hearth::app::http_server(&server_config, state, Some(listener)) {
                         Ok(s) => s,
@@ -141,12 +145,31 @@ impl TestApp {
                             return;
                         }
                     };
-                let handle = server.handle();
+                // The other listeners of the configuration, on the ports it names.
+                let mut handles = vec![server.handle()];
+                let mut others = Vec::new();
+                for l in &server_config.listeners {
+                    let started = hearth::app::listener_state(&state_for_others, l)
+                        .and_then(|s| hearth::app::listener_server(l, s, None));
+                    match started {
+                        Ok((other, addr)) => {
+                            handles.push(other.handle());
+                            others.push((l.name.clone(), addr));
+                            actix_web::rt::spawn(other);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    }
+                }
                 actix_web::rt::spawn(async move {
                     let _ = stop_rx.await;
-                    handle.stop(true).await;
+                    for handle in handles {
+                        handle.stop(true).await;
+                    }
                 });
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok(others));
                 let _ = server.await;
             });
         });
@@ -154,9 +177,10 @@ impl TestApp {
             .await
             .expect("join")
             .expect("server thread ended early");
-        if let Err(e) = ready {
-            panic!("server did not start: {e}");
-        }
+        let others = match ready {
+            Ok(others) => others,
+            Err(e) => panic!("server did not start: {e}"),
+        };
         let scheme = if config.http.tls.is_some() {
             "https"
         } else {
@@ -175,6 +199,7 @@ impl TestApp {
                 .expect("client"),
             config,
             database_url,
+            others,
             _dir: dir,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -219,6 +244,23 @@ impl TestApp {
             }
             Backend::Postgres => postgres::count(self.database_url.as_deref().unwrap(), &sql).await,
         }
+    }
+
+    /// A port nobody listens on (for a listener of the configuration).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// The address of another listener of the configuration.
+    pub fn other(&self, name: &str) -> std::net::SocketAddr {
+        self.others
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .expect("no such listener")
     }
 
     pub fn url(&self, path: &str) -> String {
