@@ -447,7 +447,14 @@ async fn write_rows(backend: Backend) {
         .scope(service.delete("default", "Patient", &created.id))
         .await
         .unwrap();
-    assert_eq!(app.count_rows("audit_pending").await, 1);
+    assert_eq!(
+        app.count_rows(&format!(
+            "audit_pending WHERE status = 204 AND resource = 'Patient/{}/_history/2'",
+            created.id
+        ))
+        .await,
+        1
+    );
     let log = AuditLog::new(store.clone(), keys.clone());
     let record = Record {
         listener: "fhir".into(),

@@ -399,7 +399,7 @@ impl hearth_store::Store for PgStore {
     ) -> Result<Vec<WriteOutcome>, WriteAllError> {
         let n = writes.len() as u64;
         let one = match writes.as_slice() {
-            [(w, _)] => Some((w.res_type.to_owned(), w.id.to_owned())),
+            [(w, _)] => Some((w.res_type.to_owned(), w.id.to_owned(), w.kind)),
             _ => None,
         };
         let mut c = self.conn().await?;
@@ -413,7 +413,9 @@ impl hearth_store::Store for PgStore {
                         .execute(c)
                         .await?;
                 }
-                let one = one.as_ref().map(|(t, id)| (t.as_str(), id.as_str()));
+                let one = one
+                    .as_ref()
+                    .map(|(t, id, kind)| (t.as_str(), id.as_str(), *kind));
                 if let Some(row) = audit.as_ref().and_then(|a| a.for_writes(one, &outcomes)) {
                     diesel::insert_into(audit_pending::table)
                         .values(&row)

@@ -399,7 +399,7 @@ impl hearth_store::Store for SqliteStore {
     ) -> Result<Vec<WriteOutcome>, WriteAllError> {
         let tenant = tenant.to_owned();
         let one = match writes.as_slice() {
-            [(w, _)] => Some((w.res_type.to_owned(), w.id.to_owned())),
+            [(w, _)] => Some((w.res_type.to_owned(), w.id.to_owned(), w.kind)),
             _ => None,
         };
         let (owned, seals): (Vec<OwnedWrite>, Vec<SealFn>) = writes
@@ -439,7 +439,9 @@ impl hearth_store::Store for SqliteStore {
                             .values(file)
                             .execute(c)?;
                     }
-                    let one = one.as_ref().map(|(t, id)| (t.as_str(), id.as_str()));
+                    let one = one
+                        .as_ref()
+                        .map(|(t, id, kind)| (t.as_str(), id.as_str(), *kind));
                     if let Some(row) = audit.as_ref().and_then(|a| a.for_writes(one, &o)) {
                         diesel::insert_into(audit_pending::table)
                             .values(&row)

@@ -1251,11 +1251,12 @@ pub struct PendingAudit {
 
 impl PendingAudit {
     /// The row for a set of writes that kept something: for one resource
-    /// written, its new version; the status a write like it answers (201 when
-    /// it created the resource, else 200). `None` when nothing was written.
+    /// written, its new version and the status a write like it answers (201
+    /// when it created the resource, 204 for a delete, else 200). `None` when
+    /// nothing was written.
     pub fn for_writes(
         &self,
-        one: Option<(&str, &str)>,
+        one: Option<(&str, &str, crate::WriteKind)>,
         outcomes: &[crate::WriteOutcome],
     ) -> Option<PendingAudit> {
         let written: Vec<(i64, bool)> = outcomes
@@ -1267,9 +1268,13 @@ impl PendingAudit {
             .collect();
         let &(version, created) = written.first()?;
         let mut row = self.clone();
-        if let (Some((t, id)), [_]) = (one, written.as_slice()) {
+        if let (Some((t, id, kind)), [_]) = (one, written.as_slice()) {
             row.resource = Some(format!("{t}/{id}/_history/{version}"));
-            row.status = if created { 201 } else { 200 };
+            row.status = match kind {
+                crate::WriteKind::Delete => 204,
+                crate::WriteKind::Put if created => 201,
+                crate::WriteKind::Put => 200,
+            };
         } else {
             row.status = 200;
         }
