@@ -557,6 +557,14 @@ pub async fn set_local_user(
         .user(DEFAULT_TENANT, name)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(u) = &existing
+        && u.source != "local"
+    {
+        return Err(format!(
+            "{name} comes from the {} directory and is managed there",
+            u.source
+        ));
+    }
     store
         .save_user(User {
             tenant: DEFAULT_TENANT.to_owned(),
@@ -582,6 +590,12 @@ pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> R
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("there is no user {name}"))?;
+    if user.source != "local" {
+        return Err(format!(
+            "{name} comes from the {} directory and is managed there",
+            user.source
+        ));
+    }
     if roles
         .iter()
         .any(|r| r.is_empty() || r.contains(char::is_whitespace))

@@ -162,14 +162,44 @@ async fn admin_api(backend: Backend) {
         405
     );
 
+    // A user from a directory is managed there.
+    let store = hearth::app::open_store(&app.config).unwrap();
+    store
+        .save_user(hearth_store::schema::User {
+            tenant: "default".into(),
+            name: "dora".into(),
+            source: "ldap".into(),
+            password_hash: None,
+            external_id: Some("uid=dora,ou=people,dc=example,dc=org".into()),
+            roles: "reader".into(),
+            locked: false,
+            locked_until: None,
+            failed_logins: 0,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    let (status, body) = call(
+        "PUT",
+        "/users/dora",
+        Some(&admin),
+        Some(json!({"password": "dora-pass-1", "roles": ["admin"]})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        call("POST", "/users/dora/lock", Some(&admin), None).await.0,
+        409
+    );
+
     // The audit chain, checked over the API; every admin request has its row.
     let (status, body) = call("GET", "/audit/verify", Some(&admin), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["intact"], true, "{body}");
-    let store = hearth::app::open_store(&app.config).unwrap();
     let rows = store.audit_events("default", 0, 1000).await.unwrap();
     let admin_rows: Vec<_> = rows.iter().filter(|r| r.listener == "admin").collect();
-    assert_eq!(admin_rows.len(), 19, "{admin_rows:#?}");
+    assert_eq!(admin_rows.len(), 21, "{admin_rows:#?}");
     assert!(
         admin_rows
             .iter()
