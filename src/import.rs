@@ -155,7 +155,8 @@ pub async fn run(
             queue.clone(),
             progress.clone(),
         );
-        workers.push(tokio::spawn(async move {
+        // The operator's own work: its writes are not limited.
+        workers.push(tokio::spawn(crate::limits::trusted(async move {
             let mut done = Vec::new();
             loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop());
@@ -166,7 +167,7 @@ pub async fn run(
                 progress.files.fetch_add(1, Ordering::Relaxed);
                 done.push((i, FileReport { path, outcome }));
             }
-        }));
+        })));
     }
     let mut reports = Vec::new();
     for w in workers {

@@ -1,6 +1,6 @@
 //! The limits on the writes of the request being served: a patient
-//! compartment, a SMART 2.x filter. The guard runs every request of a caller
-//! who may not write everything inside [`scope`]; each write of
+//! compartment, a SMART 2.x filter. The guard runs every request inside
+//! [`scope`]; for a caller who may not write everything, each write of
 //! [`crate::service::Service`] (create, update, patch, delete, conditional
 //! writes, every Bundle entry) is then decided for that resource on its own
 //! ([`Limits::check_write`]): the caller's rights for that kind of write on
@@ -10,8 +10,9 @@
 //! the store call ([`assert_checked`]): nothing under limits reaches the
 //! store unchecked.
 //!
-//! Outside a request, or for a caller who may write everything, there is
-//! nothing to check.
+//! Every request runs in a scope; so does work the operator starts
+//! ([`trusted`]). A write made outside any scope is refused: a path that
+//! loses the scope (a spawned task) fails closed.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -23,9 +24,14 @@ use crate::error::{ApiError, ErrorKind};
 use crate::json::Json;
 use crate::search::extract::IndexValue;
 
-/// The caller of the request being served, for its writes.
+/// Who the writes being made are for.
 pub struct Limits {
-    principal: Principal,
+    /// The caller of the request being served; `None` for work the operator
+    /// started ([`trusted`]: `hearth import`).
+    principal: Option<Principal>,
+    /// The caller may write everything (or the work is trusted): nothing to
+    /// check beyond the store's own preconditions.
+    unlimited: bool,
     /// Resources (type, id) whose write was checked.
     checked: Mutex<HashSet<(String, String)>>,
 }
@@ -47,17 +53,37 @@ pub fn writes_everything(principal: &Principal) -> bool {
 }
 
 /// Runs `f` (the rest of a request) with its writes checked for `principal`.
+/// The guard runs every request in one: a write made outside any scope (a
+/// task spawned from a request, say) is refused.
 pub async fn scope<F: std::future::Future>(principal: Principal, f: F) -> F::Output {
+    let unlimited = writes_everything(&principal);
     let limits = Arc::new(Limits {
-        principal,
+        principal: Some(principal),
+        unlimited,
         checked: Mutex::new(HashSet::new()),
     });
     LIMITS.scope(limits, f).await
 }
 
-/// The limits of the request being served, if it has any.
+/// Runs `f`, work the operator started from the command line (`hearth
+/// import`), with its writes unlimited.
+pub async fn trusted<F: std::future::Future>(f: F) -> F::Output {
+    let limits = Arc::new(Limits {
+        principal: None,
+        unlimited: true,
+        checked: Mutex::new(HashSet::new()),
+    });
+    LIMITS.scope(limits, f).await
+}
+
+/// The limits of the writes being made; `None` outside any scope.
 pub fn current() -> Option<Arc<Limits>> {
     LIMITS.try_with(Arc::clone).ok()
+}
+
+/// A write with no scope: refused, whatever made it.
+pub fn unscoped() -> ApiError {
+    ApiError::internal("a write was made outside any request or trusted job")
 }
 
 /// What a write replaces.
@@ -104,13 +130,17 @@ impl Limits {
         stored: Stored<'_>,
         precondition: Precondition,
     ) -> Result<Precondition, ApiError> {
+        let Some(principal) = self.principal.as_ref().filter(|_| !self.unlimited) else {
+            self.mark(res_type, id);
+            return Ok(precondition);
+        };
         let live = matches!(stored, Stored::Live(..));
         let interaction = match (new, live) {
             (None, _) => Interaction::delete(res_type, id),
             (Some(_), true) => Interaction::update(res_type, id),
             (Some(_), false) => Interaction::create(res_type),
         };
-        let narrowing = match hearth_security::decide(&self.principal, &interaction) {
+        let narrowing = match hearth_security::decide(principal, &interaction) {
             Decision::Allow { narrowing } => narrowing,
             Decision::Deny { reason } => {
                 return Err(ApiError::new(
@@ -152,10 +182,20 @@ impl Limits {
             // write unless nothing changed, which is what was checked.
             (other, _) => other,
         };
+        self.mark(res_type, id);
+        Ok(precondition)
+    }
+
+    /// Whether writes need the stored version to be checked (a caller with
+    /// limits).
+    pub fn limited(&self) -> bool {
+        !self.unlimited
+    }
+
+    fn mark(&self, res_type: &str, id: &str) {
         if let Ok(mut c) = self.checked.lock() {
             c.insert((res_type.to_owned(), id.to_owned()));
         }
-        Ok(precondition)
     }
 }
 
@@ -173,8 +213,11 @@ pub enum SearchScope {
 
 impl Limits {
     pub fn search_scope(&self, res_type: &str) -> SearchScope {
+        let Some(principal) = self.principal.as_ref().filter(|_| !self.unlimited) else {
+            return SearchScope::All;
+        };
         let interaction = Interaction::search_type(res_type);
-        let narrowing = match hearth_security::decide(&self.principal, &interaction) {
+        let narrowing = match hearth_security::decide(principal, &interaction) {
             Decision::Allow { narrowing } => narrowing,
             Decision::Deny { reason } => {
                 return SearchScope::Refused(format!(
@@ -197,12 +240,12 @@ impl Limits {
     }
 }
 
-/// Refuses a store write under limits that was not checked.
+/// Refuses a store write that was not checked, or made outside any scope.
 pub fn assert_checked<'a>(
     writes: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), ApiError> {
     let Some(limits) = current() else {
-        return Ok(());
+        return Err(unscoped());
     };
     let checked = limits
         .checked

@@ -267,16 +267,14 @@ impl Service {
         }
         let mut preconditions = Vec::with_capacity(found.len());
         for r in &found {
-            preconditions.push(match crate::limits::current() {
-                Some(limits) => limits.check_write(
-                    res_type,
-                    &r.id,
-                    None,
-                    crate::limits::Stored::Live(&r.body, r.version),
-                    Precondition::None,
-                )?,
-                None => Precondition::None,
-            });
+            let limits = crate::limits::current().ok_or_else(crate::limits::unscoped)?;
+            preconditions.push(limits.check_write(
+                res_type,
+                &r.id,
+                None,
+                crate::limits::Stored::Live(&r.body, r.version),
+                Precondition::None,
+            )?);
         }
         let last_updated = now_micros();
         let writes = found
@@ -569,8 +567,11 @@ impl Service {
     ) -> Result<Precondition, ApiError> {
         use crate::limits::Stored;
         let Some(limits) = crate::limits::current() else {
-            return Ok(precondition);
+            return Err(crate::limits::unscoped());
         };
+        if !limits.limited() {
+            return limits.check_write(res_type, id, None, Stored::Absent, precondition);
+        }
         let new = new.map(|o| Json::Object(o.clone()));
         // One read: what is checked is what the precondition names.
         let current = match self.store.read_current(tenant, res_type, id).await? {

@@ -336,12 +336,9 @@ pub async fn guard(
         decision: decision.clone(),
     });
     // Every write of a caller who may not write everything is decided on
-    // its own resource by the service (`crate::limits`).
-    let res = if crate::limits::writes_everything(&principal) {
-        next.call(req).await?
-    } else {
-        crate::limits::scope(principal.clone(), next.call(req)).await?
-    };
+    // its own resource by the service (`crate::limits`); a write made
+    // outside this scope is refused.
+    let res = crate::limits::scope(principal.clone(), next.call(req)).await?;
     if !filter {
         return Ok(res.map_into_boxed_body());
     }

@@ -384,7 +384,11 @@ async fn write_rows(backend: Backend) {
     let request = RequestAudit::new("fhir", "req-stopped", "10.1.2.3", "POST");
     request.note(Some("admin"), None, "create", None);
     let created = request
-        .scope(service.create("default", "Patient", patient.as_bytes()))
+        .scope(hearth::limits::trusted(service.create(
+            "default",
+            "Patient",
+            patient.as_bytes(),
+        )))
         .await
         .unwrap();
     let written = format!("Patient/{}/_history/1", created.id);
@@ -401,16 +405,27 @@ async fn write_rows(backend: Backend) {
     let stale = RequestAudit::new("fhir", "req-stale", "10.1.2.3", "PUT");
     let body = json!({"resourceType": "Patient", "id": created.id}).to_string();
     let e = stale
-        .scope(service.update("default", "Patient", &created.id, body.as_bytes(), Some(7)))
+        .scope(hearth::limits::trusted(service.update(
+            "default",
+            "Patient",
+            &created.id,
+            body.as_bytes(),
+            Some(7),
+        )))
         .await
         .unwrap_err();
     assert_eq!(e.kind, hearth::error::ErrorKind::PreconditionFailed);
     assert_eq!(app.count_rows("audit_pending").await, 1);
     // Outside a request (an import) nothing is pending.
-    service
-        .create("default", "Patient", patient.as_bytes())
+    hearth::limits::trusted(service.create("default", "Patient", patient.as_bytes()))
         .await
         .unwrap();
+    // And a write outside both is refused.
+    let e = service
+        .create("default", "Patient", patient.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), 500);
     assert_eq!(app.count_rows("audit_pending").await, 1);
 
     // A fresh pending row belongs to a request still running: left alone.
@@ -444,7 +459,11 @@ async fn write_rows(backend: Backend) {
     let finished = RequestAudit::new("fhir", "req-done", "10.1.2.3", "DELETE");
     finished.note(Some("admin"), None, "delete", None);
     finished
-        .scope(service.delete("default", "Patient", &created.id))
+        .scope(hearth::limits::trusted(service.delete(
+            "default",
+            "Patient",
+            &created.id,
+        )))
         .await
         .unwrap();
     assert_eq!(
