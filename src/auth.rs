@@ -583,9 +583,9 @@ pub async fn set_local_user(
         .map_err(|e| e.to_string())
 }
 
-/// Replaces the roles of an existing user (its password stays).
-pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> Result<(), String> {
-    let mut user = store
+/// An existing user the local store manages (not one a directory does).
+async fn managed_user(store: &AnyStore, name: &str) -> Result<User, String> {
+    let user = store
         .user(DEFAULT_TENANT, name)
         .await
         .map_err(|e| e.to_string())?
@@ -596,6 +596,12 @@ pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> R
             user.source
         ));
     }
+    Ok(user)
+}
+
+/// Replaces the roles of an existing user (its password stays).
+pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> Result<(), String> {
+    let mut user = managed_user(store, name).await?;
     if roles
         .iter()
         .any(|r| r.is_empty() || r.contains(char::is_whitespace))
@@ -611,17 +617,7 @@ pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> R
 /// clears a lockout after failed sign-ins). Running servers drop the user's
 /// cached credentials within about a second.
 pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Result<(), String> {
-    let mut user = store
-        .user(DEFAULT_TENANT, name)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("there is no user {name}"))?;
-    if user.source != "local" {
-        return Err(format!(
-            "{name} comes from the {} directory: lock the account there",
-            user.source
-        ));
-    }
+    let mut user = managed_user(store, name).await?;
     user.locked = locked;
     if !locked {
         user.locked_until = None;

@@ -40,16 +40,21 @@ tokio::task_local! {
     static LIMITS: Arc<Limits>;
 }
 
-/// Whether a caller may create, update and delete anything (no limits).
-pub fn writes_everything(principal: &Principal) -> bool {
+/// Whether a caller may do `ops` on every resource, without limits.
+pub fn may_do_everything(principal: &Principal, ops: Ops) -> bool {
     hearth_security::effective_grants(principal)
         .iter()
         .any(|g| {
-            g.ops.contains(Ops::V1_WRITE)
+            g.ops.contains(ops)
                 && g.types == TypeSelector::All
                 && g.patient.is_none()
                 && g.filter.is_none()
         })
+}
+
+/// Whether a caller may create, update and delete anything (no limits).
+pub fn writes_everything(principal: &Principal) -> bool {
+    may_do_everything(principal, Ops::V1_WRITE)
 }
 
 /// Runs `f` (the rest of a request) with its writes checked for `principal`.

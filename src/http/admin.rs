@@ -36,14 +36,7 @@ pub fn classify(_method: &Method, rel: &str) -> Option<Interaction> {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
-    let method_not_allowed = || {
-        web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::new(
-                ErrorKind::MethodNotAllowed,
-                "this method is not allowed here",
-            ))
-        })
-    };
+    use super::method_not_allowed;
     cfg.service(
         web::scope(if base_path == "/" { "" } else { base_path })
             .service(

@@ -16,9 +16,7 @@ use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError, web};
-use hearth_security::{
-    Decision, Interaction, Narrowing, Ops, Principal, ResourceFacts, TypeSelector,
-};
+use hearth_security::{Decision, Interaction, Narrowing, Ops, Principal, ResourceFacts};
 
 use super::audit::AuditFacts;
 use super::{AppState, FHIR_JSON};
@@ -401,14 +399,7 @@ fn patient_of(i: &Interaction) -> Option<String> {
 
 /// Whether the caller may read every resource, so responses need no check.
 fn reads_everything(principal: &Principal) -> bool {
-    hearth_security::effective_grants(principal)
-        .iter()
-        .any(|g| {
-            g.ops.contains(Ops::READ)
-                && g.types == TypeSelector::All
-                && g.patient.is_none()
-                && g.filter.is_none()
-        })
+    crate::limits::may_do_everything(principal, Ops::READ)
 }
 
 /// Hides what the caller may not see in a successful FHIR JSON response.

@@ -85,16 +85,18 @@ pub struct AppState {
     pub throttle: std::sync::Arc<crate::auth::Throttle>,
 }
 
+/// The handler of a known path asked with a method it does not take.
+pub(crate) fn method_not_allowed() -> actix_web::Route {
+    web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            "this method is not allowed here",
+        ))
+    })
+}
+
 /// Registers the FHIR routes under the base path.
 pub fn routes(cfg: &mut web::ServiceConfig, base_path: &str) {
-    let method_not_allowed = || {
-        web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::new(
-                ErrorKind::MethodNotAllowed,
-                "this method is not allowed here",
-            ))
-        })
-    };
     let scope = web::scope(if base_path == "/" { "" } else { base_path })
         .service(
             web::resource("/metadata")
