@@ -272,10 +272,11 @@ pub fn assert_checked<'a>(
 /// read like any search (`search::query`) and matched on the resource's own
 /// index values: tokens (`code`, `system|code`, `|code`, `system|`), strings
 /// (starts with, ignoring case and accents), URIs (exactly), references
-/// (`Type/id`, `id`, an absolute URL) and dates (every prefix), each with
-/// comma alternatives. A filter with a modifier, a chain, `_has`, a number or
-/// quantity, or a parameter this type does not have matches nothing, so a
-/// filter this server cannot evaluate hides rather than shows.
+/// (`Type/id`, `id`, an absolute URL), dates, numbers and quantities (every
+/// prefix; a quantity's unit as written, without conversion), each with comma
+/// alternatives. A filter with a modifier, a chain, `_has`, a composite, or a
+/// parameter this type does not have matches nothing, so a filter this
+/// server cannot evaluate hides rather than shows.
 pub fn matches_filter(resource: &Json, pairs: &[(String, String)]) -> bool {
     use crate::search::query::{Filter, SearchValue};
     let res_type = match resource {
@@ -333,6 +334,42 @@ pub fn matches_filter(resource: &Json, pairs: &[(String, String)]) -> bool {
                 },
                 _ => false,
             }),
+            SearchValue::Number { prefix, value } => {
+                let Some(test) = crate::search::plan::number_test(*prefix, value) else {
+                    return false;
+                };
+                values
+                    .iter()
+                    .any(|v| matches!(v, IndexValue::Number { value, .. } if test.holds(*value)))
+            }
+            SearchValue::Quantity {
+                prefix,
+                value,
+                system,
+                code,
+            } => {
+                let Some(test) = crate::search::plan::number_test(*prefix, value) else {
+                    return false;
+                };
+                let wanted_system = system.as_deref().filter(|s| !s.is_empty());
+                let wanted_code = code.as_deref().filter(|c| !c.is_empty());
+                values.iter().any(|v| match v {
+                    IndexValue::Quantity {
+                        value,
+                        system,
+                        code,
+                        unit,
+                        ..
+                    } => {
+                        test.holds(*value)
+                            && wanted_system.is_none_or(|w| system.as_deref() == Some(w))
+                            && wanted_code.is_none_or(|w| {
+                                code.as_deref() == Some(w) || unit.as_deref() == Some(w)
+                            })
+                    }
+                    _ => false,
+                })
+            }
             SearchValue::Date { prefix, value } => {
                 let Some((from, to)) = crate::search::extract::date_range(value) else {
                     return false;
@@ -412,11 +449,7 @@ mod tests {
             &obs,
             &[("status".to_owned(), "final".to_owned())]
         ));
-        // A number or quantity, a modifier, an unknown parameter: never.
-        assert!(!matches_filter(
-            &obs,
-            &[("value-quantity".to_owned(), "5".to_owned())]
-        ));
+        // A modifier, an unknown parameter: never.
         assert!(!matches_filter(
             &obs,
             &[("category:not".to_owned(), "vital-signs".to_owned())]
@@ -425,6 +458,37 @@ mod tests {
             &obs,
             &[("nonsense".to_owned(), "x".to_owned())]
         ));
+    }
+
+    #[test]
+    fn smart_filters_match_numbers_and_quantities() {
+        let obs = crate::json::parse(
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
+                "valueQuantity":{"value":5.4,"system":"http://unitsofmeasure.org","code":"mg","unit":"milligram"}}"#,
+        )
+        .unwrap_or(Json::Null);
+        let one = |k: &str, v: &str| matches_filter(&obs, &[(k.to_owned(), v.to_owned())]);
+        assert!(one("value-quantity", "5.4"));
+        assert!(one("value-quantity", "gt5"));
+        assert!(!one("value-quantity", "lt5"));
+        assert!(one("value-quantity", "5.4|http://unitsofmeasure.org|mg"));
+        assert!(one("value-quantity", "5.4||milligram"));
+        assert!(!one("value-quantity", "5.4|http://unitsofmeasure.org|g"));
+        assert!(!one("value-quantity", "5.4|http://other|mg"));
+        assert!(one("value-quantity", "ap5.2"));
+        assert!(one("value-quantity", "5"), "5 means 4.5 up to 5.5");
+        assert!(!one("value-quantity", "6"));
+        assert!(!one("value-quantity", "x"));
+        let risk = crate::json::parse(
+            br#"{"resourceType":"RiskAssessment","status":"final","subject":{"reference":"Patient/p1"},
+                "prediction":[{"probabilityDecimal":0.25}]}"#,
+        )
+        .unwrap_or(Json::Null);
+        let r = |v: &str| matches_filter(&risk, &[("probability".to_owned(), v.to_owned())]);
+        assert!(r("0.25"));
+        assert!(r("ge0.2"));
+        assert!(!r("gt0.3"));
+        assert!(!r("0.2"));
     }
 
     #[test]

@@ -522,7 +522,7 @@ pub(crate) fn date_op(prefix: Prefix) -> DateOp {
     }
 }
 
-fn number_test(prefix: Prefix, text: &str) -> Option<NumberTest> {
+pub(crate) fn number_test(prefix: Prefix, text: &str) -> Option<NumberTest> {
     let (value, low, high) = normalize::decimal_range(text)?;
     Some(number_test_of(prefix, value, low, high))
 }

@@ -84,6 +84,25 @@ pub struct NumberTest {
     pub high: f64,
 }
 
+impl NumberTest {
+    /// Whether an indexed value meets this test (the SQL the store writes
+    /// for it, in Rust).
+    pub fn holds(&self, x: f64) -> bool {
+        match self.op {
+            NumberOp::Eq => x >= self.low && x < self.high,
+            NumberOp::Ne => !(x >= self.low && x < self.high),
+            NumberOp::Gt => x > self.value,
+            NumberOp::Lt => x < self.value,
+            NumberOp::Ge => x >= self.value,
+            NumberOp::Le => x <= self.value,
+            NumberOp::Approx => {
+                let d = (self.value * 0.1).abs();
+                x >= self.value - d && x <= self.value + d
+            }
+        }
+    }
+}
+
 /// One AND-ed condition: any of its alternatives (OR) must hold.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
