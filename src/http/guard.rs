@@ -121,13 +121,24 @@ pub async fn guard(
             .map_into_boxed_body());
     };
     let base = state.base_path.trim_end_matches('/');
-    let path = req.path();
+    // The path as the router sees it (percent-encoded unreserved characters
+    // decoded): what is classified is what will be served.
+    let path = req.match_info().as_str().to_owned();
     let Some(rel) = path
         .strip_prefix(base)
         .filter(|r| r.is_empty() || r.starts_with('/'))
     else {
-        // Outside the FHIR API: nothing is served there but the 404.
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        // Outside the API nothing is served: the 404 is answered here, so
+        // no handler is ever reached around the guard.
+        let facts = AuditFacts {
+            interaction: "unclassified".into(),
+            detail: "outside the listener's base path".into(),
+            ..AuditFacts::default()
+        };
+        req.extensions_mut().insert(facts);
+        return Ok(req
+            .into_response(ApiError::not_found("no such endpoint").error_response())
+            .map_into_boxed_body());
     };
     let interaction = match state.kind {
         crate::config::ListenerKind::Fhir => classify(req.method(), rel),

@@ -46,8 +46,33 @@ async fn admin_api(backend: Backend) {
         }
     };
 
-    // Signed in, with the right permission only.
+    // Signed in, with the right permission only; a path spelt with
+    // percent-escapes is the same path to the guard as to the router.
     assert_eq!(call("GET", "/users", None, None).await.0, 401);
+    let root = format!("http://{}", app.other("admin"));
+    for (method, url) in [
+        ("GET", format!("{root}/%61dmin/users")),
+        ("PUT", format!("{root}/%61dmin/users/admin")),
+        ("GET", format!("{root}/admin/%75sers")),
+        ("GET", app.url("").replace("/fhir", "/%66hir/Patient")),
+        ("GET", app.url("%50atient")),
+    ] {
+        let res = client
+            .request(method.parse().unwrap(), &url)
+            .header("content-type", "application/json")
+            .body(r#"{"password": "Taken-over-1", "roles": ["admin"]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{method} {url}");
+    }
+    let res = client
+        .get(format!("{root}/%61dmin/users"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the same endpoint, signed in");
     let wrong = basic_authorization("admin", "Not-the-password-1");
     assert_eq!(call("GET", "/users", Some(&wrong), None).await.0, 401);
     let (status, body) = call(
@@ -199,7 +224,7 @@ async fn admin_api(backend: Backend) {
     assert_eq!(body["intact"], true, "{body}");
     let rows = store.audit_events("default", 0, 1000).await.unwrap();
     let admin_rows: Vec<_> = rows.iter().filter(|r| r.listener == "admin").collect();
-    assert_eq!(admin_rows.len(), 21, "{admin_rows:#?}");
+    assert_eq!(admin_rows.len(), 25, "{admin_rows:#?}");
     assert!(
         admin_rows
             .iter()
