@@ -236,6 +236,11 @@ impl Modules {
         })
     }
 
+    /// The permissions a role grants (none for a role not configured).
+    pub fn role_permissions(&self, role: &str) -> &[Permission] {
+        self.roles.get(role).map_or(&[], Vec::as_slice)
+    }
+
     /// Drops a user's cached credentials from every `basic` module at once
     /// (the Admin API changed the user; other processes notice within a
     /// second through [`Modules::watch_users`]).
@@ -573,7 +578,9 @@ pub async fn set_local_user(
             password_hash: Some(hash),
             external_id: None,
             roles: roles.join(" "),
-            locked: false,
+            // A new password ends a lockout after failed sign-ins, not a
+            // lock an administrator set.
+            locked: existing.as_ref().is_some_and(|u| u.locked),
             locked_until: None,
             failed_logins: 0,
             created_at: existing.map_or(now, |u| u.created_at),

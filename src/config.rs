@@ -773,6 +773,9 @@ impl Config {
             if !listener_names.insert(l.name.as_str()) {
                 return bad("two listeners share this name".into());
             }
+            if l.kind == ListenerKind::Admin && !l.anonymous.is_empty() {
+                return bad("an admin listener has no anonymous access".into());
+            }
             if !addrs.insert(l.addr) {
                 return bad(format!("another listener already uses {}", l.addr));
             }
@@ -922,6 +925,27 @@ group_roles = { "cn=fhir-admins,ou=groups,dc=example,dc=org" = "admin" }
         assert!(e.contains("line 2"), "{e}");
         let e = Config::from_toml("[fhir]\nmax_page_size = \"many\"\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn listener_kinds() {
+        let admin = "[[listeners]]\nname = \"admin\"\nkind = \"admin\"\naddr = \"127.0.0.1:8082\"\nbase_path = \"/admin\"\n";
+        let c = Config::from_toml(admin).unwrap();
+        assert_eq!(c.listeners[0].kind, ListenerKind::Admin);
+        let invalid = |text: &str| {
+            Config::from_toml(text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = invalid(&format!("{admin}anonymous = [\"read:*\"]\n"));
+        assert!(e.contains("no anonymous access"), "{e}");
+        let e = invalid("[http]\nkind = \"admin\"\n");
+        assert!(e.contains("main listener serves FHIR"), "{e}");
+        let e =
+            Config::from_toml(&admin.replace("\"admin\"\naddr", "\"console\"\naddr")).unwrap_err();
+        assert!(e.to_string().contains("console"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! and within about a second in the others.
 
 use actix_web::http::{Method, StatusCode, header};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use hearth_security::{AdminArea, Interaction};
 use hearth_store::Store;
 use hearth_store::schema::User;
@@ -183,7 +183,64 @@ fn user_change(body: &[u8]) -> Result<UserChange, ApiError> {
     Ok(change)
 }
 
+/// Whether the caller may manage a user holding `roles`: a superuser may
+/// manage anyone; anyone else only users whose roles carry no
+/// administration right the caller lacks (so `admin:users` cannot make, or
+/// take over, a superuser).
+fn may_manage(req: &HttpRequest, state: &AppState, roles: &[String]) -> Result<(), ApiError> {
+    use hearth_security::Permission;
+    let access = req
+        .extensions()
+        .get::<super::Access>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("an admin request without an access decision"))?;
+    let mine = access.principal.permissions();
+    if mine.contains(&Permission::Superuser) {
+        return Ok(());
+    }
+    for role in roles {
+        for p in state.modules.role_permissions(role) {
+            let beyond = match p {
+                Permission::Superuser => true,
+                Permission::Admin(_) => !mine.contains(p),
+                _ => false,
+            };
+            if beyond {
+                return Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    format!(
+                        "access denied: the role {role} carries rights this caller does not have"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn roles_of(user: &User) -> Vec<String> {
+    user.roles.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Notes what a change did in the request's audit row (never a password).
+fn audit_detail(req: &HttpRequest, detail: String) {
+    if let Some(facts) = req.extensions_mut().get_mut::<super::audit::AuditFacts>() {
+        facts.detail = detail;
+    }
+}
+
+fn from_directory(user: &User) -> ApiError {
+    ApiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "{} comes from the {} directory and is managed there",
+            user.name, user.source
+        ),
+    )
+}
+
 async fn put_user(
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
@@ -191,17 +248,13 @@ async fn put_user(
     let name = path.into_inner();
     let change = user_change(&body)?;
     let existing = find(&state, &name).await?;
-    if let Some(u) = &existing
-        && u.source != "local"
-    {
-        return Err(ApiError::new(
-            ErrorKind::Conflict,
-            format!(
-                "{name} comes from the {} directory and is managed there",
-                u.source
-            ),
-        ));
+    if let Some(u) = &existing {
+        if u.source != "local" {
+            return Err(from_directory(u));
+        }
+        may_manage(&req, &state, &roles_of(u))?;
     }
+    may_manage(&req, &state, &change.roles)?;
     let store = state.service.store();
     match (&change.password, &existing) {
         (Some(password), _) => {
@@ -209,13 +262,35 @@ async fn put_user(
                 .await
                 .map_err(ApiError::invalid)?;
         }
-        (None, Some(_)) => crate::auth::set_user_roles(store, &name, &change.roles)
-            .await
-            .map_err(ApiError::invalid)?,
+        (None, Some(u)) => {
+            // An administrator's password must meet the stricter policy:
+            // becoming one takes a new password.
+            let admin = |roles: &[String]| roles.iter().any(|r| r == "admin");
+            if admin(&change.roles) && !admin(&roles_of(u)) {
+                return Err(ApiError::invalid(
+                    "a user who becomes an administrator needs a new password",
+                ));
+            }
+            crate::auth::set_user_roles(store, &name, &change.roles)
+                .await
+                .map_err(ApiError::invalid)?;
+        }
         (None, None) => {
             return Err(ApiError::invalid("a new user needs a password"));
         }
     }
+    audit_detail(
+        &req,
+        format!(
+            "user {name}: roles [{}]{}",
+            change.roles.join(" "),
+            if change.password.is_some() {
+                ", password set"
+            } else {
+                ""
+            }
+        ),
+    );
     state.modules.forget_user(&name);
     let user = find(&state, &name)
         .await?
@@ -229,6 +304,7 @@ async fn put_user(
 }
 
 async fn set_locked(
+    req: HttpRequest,
     name: String,
     state: web::Data<AppState>,
     locked: bool,
@@ -237,17 +313,19 @@ async fn set_locked(
         .await?
         .ok_or_else(|| no_such_user(&name))?;
     if user.source != "local" {
-        return Err(ApiError::new(
-            ErrorKind::Conflict,
-            format!(
-                "{name} comes from the {} directory and is managed there",
-                user.source
-            ),
-        ));
+        return Err(from_directory(&user));
     }
+    may_manage(&req, &state, &roles_of(&user))?;
     crate::auth::set_user_locked(state.service.store(), &name, locked)
         .await
         .map_err(ApiError::internal)?;
+    audit_detail(
+        &req,
+        format!(
+            "user {name}: {}",
+            if locked { "locked" } else { "unlocked" }
+        ),
+    );
     state.modules.forget_user(&name);
     let user = find(&state, &name)
         .await?
@@ -256,17 +334,19 @@ async fn set_locked(
 }
 
 async fn lock_user(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_locked(path.into_inner(), state, true).await
+    set_locked(req, path.into_inner(), state, true).await
 }
 
 async fn unlock_user(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_locked(path.into_inner(), state, false).await
+    set_locked(req, path.into_inner(), state, false).await
 }
 
 async fn verify_audit(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -158,7 +158,14 @@ pub async fn guard(
         interaction: interaction
             .as_ref()
             .map_or_else(|| "unclassified".to_owned(), label),
-        resource: interaction.as_ref().and_then(resource_of),
+        resource: match state.kind {
+            crate::config::ListenerKind::Fhir => interaction.as_ref().and_then(resource_of),
+            // What an administration request touches is its path
+            // (`users/nina/lock`).
+            crate::config::ListenerKind::Admin => {
+                Some(rel.trim_matches('/').to_owned()).filter(|r| !r.is_empty())
+            }
+        },
         patient: interaction.as_ref().and_then(patient_of),
         ..AuditFacts::default()
     };

@@ -4,7 +4,7 @@
 //! respond.
 
 pub mod admin;
-mod audit;
+pub(crate) mod audit;
 mod audit_events;
 mod bundle;
 mod create;

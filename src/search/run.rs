@@ -140,6 +140,18 @@ impl Searcher<'_> {
                 return Err(ApiError::new(crate::error::ErrorKind::Forbidden, why));
             }
         };
+        // Chains and `_has` search other types, which the narrowing above
+        // does not reach: for a caller with any limits they are refused.
+        let crosses_types = parsed.filters.iter().any(|f| match f {
+            query::Filter::Has(_) => true,
+            query::Filter::Criterion(c) => !c.chain.is_empty(),
+        });
+        if crosses_types && crate::limits::current().is_some_and(|l| l.limited()) {
+            return Err(ApiError::new(
+                crate::error::ErrorKind::Forbidden,
+                "access denied: a condition under compartment or filter limits cannot use chains or _has",
+            ));
+        }
         self.resolve(&mut parsed).await?;
         let mut q = plan::store_query(&parsed, None, limit, &|input| {
             self.service.search_hash(self.tenant, input)

@@ -20,6 +20,9 @@ async fn admin_api(backend: Backend) {
             workers: 1,
             ..HttpConfig::default()
         });
+        c.security
+            .roles
+            .insert("user-admin".into(), vec!["admin:users".into()]);
     })
     .await;
     let base = format!("http://{}/admin", app.other("admin"));
@@ -187,6 +190,76 @@ async fn admin_api(backend: Backend) {
         405
     );
 
+    // A user administrator who is not a superuser cannot make one, nor take
+    // one over.
+    let (status, _) = call(
+        "PUT",
+        "/users/uma",
+        Some(&admin),
+        Some(json!({"password": "uma-pass-12", "roles": ["user-admin"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let uma = basic_authorization("uma", "uma-pass-12");
+    let (status, body) = call(
+        "PUT",
+        "/users/nina",
+        Some(&uma),
+        Some(json!({"roles": ["reader"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/users/eve",
+            Some(json!({"password": "Eve-pass-123", "roles": ["admin"]})),
+        ),
+        (
+            "PUT",
+            "/users/admin",
+            Some(json!({"password": "Taken-over-1", "roles": ["admin"]})),
+        ),
+        ("POST", "/users/admin/lock", None),
+        ("GET", "/audit/verify", None),
+    ] {
+        let (status, body) = call(method, path, Some(&uma), body).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    assert_eq!(
+        fhir(admin.clone()).await,
+        200,
+        "the administrator is untouched"
+    );
+    // Becoming an administrator takes a new password (the stricter policy).
+    let (status, body) = call(
+        "PUT",
+        "/users/nina",
+        Some(&admin),
+        Some(json!({"roles": ["admin"]})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // A new password ends no lock an administrator set.
+    assert_eq!(
+        call("POST", "/users/nina/lock", Some(&admin), None).await.0,
+        200
+    );
+    let (status, body) = call(
+        "PUT",
+        "/users/nina",
+        Some(&admin),
+        Some(json!({"password": "nina-pass-3", "roles": ["reader"]})),
+    )
+    .await;
+    assert_eq!((status, &body["locked"]), (200, &json!(true)), "{body}");
+    assert_eq!(
+        call("POST", "/users/nina/unlock", Some(&admin), None)
+            .await
+            .0,
+        200
+    );
+
     // A user from a directory is managed there.
     let store = hearth::app::open_store(&app.config).unwrap();
     store
@@ -224,13 +297,23 @@ async fn admin_api(backend: Backend) {
     assert_eq!(body["intact"], true, "{body}");
     let rows = store.audit_events("default", 0, 1000).await.unwrap();
     let admin_rows: Vec<_> = rows.iter().filter(|r| r.listener == "admin").collect();
-    assert_eq!(admin_rows.len(), 25, "{admin_rows:#?}");
+    assert_eq!(admin_rows.len(), 35, "{admin_rows:#?}");
     assert!(
         admin_rows
             .iter()
             .any(|r| r.interaction == "admin:users" && r.status == 403)
     );
     assert_eq!(admin_rows.last().unwrap().interaction, "admin:audit");
+    // The rows name the user changed and how (never the password).
+    assert!(admin_rows.iter().any(|r| r.detail == "user nina: locked"
+        && r.status == 200
+        && r.resource.as_deref() == Some("users/nina/lock")));
+    assert!(
+        admin_rows
+            .iter()
+            .any(|r| r.detail == "user nina: roles [reader], password set" && r.status == 200)
+    );
+    assert!(!format!("{rows:?}").contains("nina-pass"));
 }
 
 mod admin_api {

@@ -708,6 +708,21 @@ async fn writes_under_limits(app: &TestApp, wes: &str, theirs: &str) {
         "{outcome}"
     );
     assert_eq!(status_of(format!("Observation/{theirs}")).await.0, 200);
+    // A condition that would search other types (a chain, `_has`) is refused.
+    for condition in [
+        "subject:Patient.name=x".to_owned(),
+        "_has:Observation:subject:status=final".to_owned(),
+    ] {
+        let t = if condition.starts_with("_has") {
+            "Patient"
+        } else {
+            "Observation"
+        };
+        let res = send("DELETE", format!("{t}?{condition}"), fhir, json!({}))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{condition}");
+    }
     // An If-Match naming another version fails at once.
     let res = crate::support::bare_client()
         .put(app.url(&format!("Observation/{mine}")))
