@@ -530,6 +530,39 @@ impl Authenticator {
     }
 }
 
+/// Why a change to a user was not made.
+#[derive(Debug)]
+pub enum UserError {
+    /// The request itself is wrong (a bad name, role or password).
+    Invalid(String),
+    NotFound(String),
+    /// The user comes from a directory and is managed there.
+    Managed(String),
+    /// The store could not do it (for the log, not the caller).
+    Failed(String),
+}
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserError::Invalid(m)
+            | UserError::NotFound(m)
+            | UserError::Managed(m)
+            | UserError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<UserError> for String {
+    fn from(e: UserError) -> String {
+        e.to_string()
+    }
+}
+
+fn store_failed(e: impl std::fmt::Display) -> UserError {
+    UserError::Failed(e.to_string())
+}
+
 /// Adds or replaces a local user (the password checked against the policy,
 /// administrators' more strictly).
 pub async fn set_local_user(
@@ -537,38 +570,44 @@ pub async fn set_local_user(
     name: &str,
     password: &str,
     roles: &[String],
-) -> Result<(), String> {
+) -> Result<(), UserError> {
     if name.is_empty()
         || name.len() > 128
         || name.contains(char::is_whitespace)
         || name.contains(':')
     {
-        return Err("a user name must be 1-128 characters without spaces or ':'".into());
+        return Err(UserError::Invalid(
+            "a user name must be 1-128 characters without spaces or ':'".into(),
+        ));
     }
     if roles
         .iter()
         .any(|r| r.is_empty() || r.contains(char::is_whitespace))
     {
-        return Err("a role name cannot be empty or hold spaces".into());
+        return Err(UserError::Invalid(
+            "a role name cannot be empty or hold spaces".into(),
+        ));
     }
     let admin = roles.iter().any(|r| r == "admin");
-    hearth_auth_local::check_password(password, admin).map_err(str::to_owned)?;
+    hearth_auth_local::check_password(password, admin)
+        .map_err(|e| UserError::Invalid(e.to_owned()))?;
     let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hearth_auth_local::hash_password(&password))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(store_failed)?
+        .map_err(UserError::Failed)?;
     let now = now_micros();
     let existing = store
         .user(DEFAULT_TENANT, name)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(store_failed)?;
     if let Some(u) = &existing
         && u.source != "local"
     {
-        return Err(format!(
+        return Err(UserError::Managed(format!(
             "{name} comes from the {} directory and is managed there",
             u.source
-        ));
+        )));
     }
     store
         .save_user(User {
@@ -587,43 +626,49 @@ pub async fn set_local_user(
             updated_at: now,
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(store_failed)
 }
 
 /// An existing user the local store manages (not one a directory does).
-async fn managed_user(store: &AnyStore, name: &str) -> Result<User, String> {
+async fn managed_user(store: &AnyStore, name: &str) -> Result<User, UserError> {
     let user = store
         .user(DEFAULT_TENANT, name)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("there is no user {name}"))?;
+        .map_err(store_failed)?
+        .ok_or_else(|| UserError::NotFound(format!("there is no user {name}")))?;
     if user.source != "local" {
-        return Err(format!(
+        return Err(UserError::Managed(format!(
             "{name} comes from the {} directory and is managed there",
             user.source
-        ));
+        )));
     }
     Ok(user)
 }
 
 /// Replaces the roles of an existing user (its password stays).
-pub async fn set_user_roles(store: &AnyStore, name: &str, roles: &[String]) -> Result<(), String> {
+pub async fn set_user_roles(
+    store: &AnyStore,
+    name: &str,
+    roles: &[String],
+) -> Result<(), UserError> {
     let mut user = managed_user(store, name).await?;
     if roles
         .iter()
         .any(|r| r.is_empty() || r.contains(char::is_whitespace))
     {
-        return Err("a role name cannot be empty or hold spaces".into());
+        return Err(UserError::Invalid(
+            "a role name cannot be empty or hold spaces".into(),
+        ));
     }
     user.roles = roles.join(" ");
     user.updated_at = now_micros();
-    store.save_user(user).await.map_err(|e| e.to_string())
+    store.save_user(user).await.map_err(store_failed)
 }
 
 /// Locks or unlocks a user (a locked user cannot sign in; unlocking also
 /// clears a lockout after failed sign-ins). Running servers drop the user's
 /// cached credentials within about a second.
-pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Result<(), String> {
+pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Result<(), UserError> {
     let mut user = managed_user(store, name).await?;
     user.locked = locked;
     if !locked {
@@ -631,7 +676,7 @@ pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Resu
         user.failed_logins = 0;
     }
     user.updated_at = now_micros();
-    store.save_user(user).await.map_err(|e| e.to_string())
+    store.save_user(user).await.map_err(store_failed)
 }
 
 /// Creates the bootstrap administrator `admin` when it does not exist: with

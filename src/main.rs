@@ -137,19 +137,19 @@ async fn user(config: Config, command: UserCommand) -> Result<(), app::StartErro
             };
             hearth::auth::set_local_user(&store, &name, &password, &roles)
                 .await
-                .map_err(refused)?;
+                .map_err(|e| refused(e.to_string()))?;
             println!("user {name} saved");
         }
         UserCommand::Lock { name } => {
             hearth::auth::set_user_locked(&store, &name, true)
                 .await
-                .map_err(refused)?;
+                .map_err(|e| refused(e.to_string()))?;
             println!("user {name} locked");
         }
         UserCommand::Unlock { name } => {
             hearth::auth::set_user_locked(&store, &name, false)
                 .await
-                .map_err(refused)?;
+                .map_err(|e| refused(e.to_string()))?;
             println!("user {name} unlocked");
         }
     }

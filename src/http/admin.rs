@@ -218,6 +218,16 @@ fn may_manage(req: &HttpRequest, state: &AppState, roles: &[String]) -> Result<(
     Ok(())
 }
 
+fn user_error(e: crate::auth::UserError) -> ApiError {
+    use crate::auth::UserError as E;
+    match e {
+        E::Invalid(m) => ApiError::invalid(m),
+        E::NotFound(m) => ApiError::not_found(m),
+        E::Managed(m) => ApiError::new(ErrorKind::Conflict, m),
+        E::Failed(m) => ApiError::internal(m),
+    }
+}
+
 fn roles_of(user: &User) -> Vec<String> {
     user.roles.split_whitespace().map(str::to_owned).collect()
 }
@@ -260,7 +270,7 @@ async fn put_user(
         (Some(password), _) => {
             crate::auth::set_local_user(store, &name, password, &change.roles)
                 .await
-                .map_err(ApiError::invalid)?;
+                .map_err(user_error)?;
         }
         (None, Some(u)) => {
             // An administrator's password must meet the stricter policy:
@@ -273,7 +283,7 @@ async fn put_user(
             }
             crate::auth::set_user_roles(store, &name, &change.roles)
                 .await
-                .map_err(ApiError::invalid)?;
+                .map_err(user_error)?;
         }
         (None, None) => {
             return Err(ApiError::invalid("a new user needs a password"));
@@ -318,7 +328,7 @@ async fn set_locked(
     may_manage(&req, &state, &roles_of(&user))?;
     crate::auth::set_user_locked(state.service.store(), &name, locked)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(user_error)?;
     audit_detail(
         &req,
         format!(

@@ -386,7 +386,8 @@ async fn access_control(backend: Backend) {
     ] {
         let e = hearth::auth::set_local_user(&store, name, password, &roles)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(expected), "{name}: {e}");
     }
 
