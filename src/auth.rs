@@ -15,7 +15,7 @@ use std::time::Duration;
 use hearth_auth_local::{CredentialCache, LocalSource, LocalUser, UserDirectory};
 use hearth_security::{CredentialError, CredentialSource, Permission, Principal, VerifiedUser};
 use hearth_store::Store;
-use hearth_store::schema::User;
+use hearth_store::schema::{User, UserChange};
 
 use crate::config::{Config, ModuleConfig};
 use crate::store::{AnyStore, DEFAULT_TENANT};
@@ -609,6 +609,19 @@ pub async fn set_local_user(
             u.source
         )));
     }
+    if existing.is_some() {
+        // Only these columns: a new password ends a lockout after failed
+        // sign-ins, not a lock an administrator set, even one set meanwhile.
+        let change = UserChange {
+            password_hash: Some(Some(hash)),
+            roles: Some(roles.join(" ")),
+            locked_until: Some(None),
+            failed_logins: Some(0),
+            updated_at: Some(now),
+            ..UserChange::default()
+        };
+        return changed(store, name, change).await;
+    }
     store
         .save_user(User {
             tenant: DEFAULT_TENANT.to_owned(),
@@ -617,16 +630,25 @@ pub async fn set_local_user(
             password_hash: Some(hash),
             external_id: None,
             roles: roles.join(" "),
-            // A new password ends a lockout after failed sign-ins, not a
-            // lock an administrator set.
-            locked: existing.as_ref().is_some_and(|u| u.locked),
+            locked: false,
             locked_until: None,
             failed_logins: 0,
-            created_at: existing.map_or(now, |u| u.created_at),
+            created_at: now,
             updated_at: now,
         })
         .await
         .map_err(store_failed)
+}
+
+/// Makes a change to a local user's row in one statement.
+async fn changed(store: &AnyStore, name: &str, change: UserChange) -> Result<(), UserError> {
+    match store.change_user(DEFAULT_TENANT, name, change).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(UserError::NotFound(format!(
+            "there is no local user {name}"
+        ))),
+        Err(e) => Err(store_failed(e)),
+    }
 }
 
 /// An existing user the local store manages (not one a directory does).
@@ -651,7 +673,7 @@ pub async fn set_user_roles(
     name: &str,
     roles: &[String],
 ) -> Result<(), UserError> {
-    let mut user = managed_user(store, name).await?;
+    managed_user(store, name).await?;
     if roles
         .iter()
         .any(|r| r.is_empty() || r.contains(char::is_whitespace))
@@ -660,23 +682,35 @@ pub async fn set_user_roles(
             "a role name cannot be empty or hold spaces".into(),
         ));
     }
-    user.roles = roles.join(" ");
-    user.updated_at = now_micros();
-    store.save_user(user).await.map_err(store_failed)
+    let change = UserChange {
+        roles: Some(roles.join(" ")),
+        updated_at: Some(now_micros()),
+        ..UserChange::default()
+    };
+    changed(store, name, change).await
 }
 
 /// Locks or unlocks a user (a locked user cannot sign in; unlocking also
 /// clears a lockout after failed sign-ins). Running servers drop the user's
 /// cached credentials within about a second.
 pub async fn set_user_locked(store: &AnyStore, name: &str, locked: bool) -> Result<(), UserError> {
-    let mut user = managed_user(store, name).await?;
-    user.locked = locked;
-    if !locked {
-        user.locked_until = None;
-        user.failed_logins = 0;
-    }
-    user.updated_at = now_micros();
-    store.save_user(user).await.map_err(store_failed)
+    managed_user(store, name).await?;
+    let change = if locked {
+        UserChange {
+            locked: Some(true),
+            updated_at: Some(now_micros()),
+            ..UserChange::default()
+        }
+    } else {
+        UserChange {
+            locked: Some(false),
+            locked_until: Some(None),
+            failed_logins: Some(0),
+            updated_at: Some(now_micros()),
+            ..UserChange::default()
+        }
+    };
+    changed(store, name, change).await
 }
 
 /// Creates the bootstrap administrator `admin` when it does not exist: with

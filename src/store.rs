@@ -152,6 +152,15 @@ impl Store for AnyStore {
         delegate!(self, s => s.users_changed_since(tenant, since))
     }
 
+    async fn change_user(
+        &self,
+        tenant: &str,
+        name: &str,
+        change: hearth_store::schema::UserChange,
+    ) -> StoreResult<bool> {
+        delegate!(self, s => s.change_user(tenant, name, change))
+    }
+
     async fn save_user(&self, user: hearth_store::schema::User) -> StoreResult<()> {
         delegate!(self, s => s.save_user(user))
     }

@@ -16,9 +16,9 @@ use futures_util::FutureExt;
 use hearth_store::schema::{
     AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
     NewReindexJob, NewVersion, PENDING_AUDIT_COLUMNS, PendingAudit, ReindexJobRow, ReindexProgress,
-    SearchRow, User, VersionRow, WriteSet, audit_anchors, audit_events, audit_pending, data_keys,
-    export_jobs, export_parts, hearth_migrations, history_version_columns, imported_files,
-    reindex_jobs, resource_history, resources, text_prefix_inserts, users,
+    SearchRow, User, UserChange, VersionRow, WriteSet, audit_anchors, audit_events, audit_pending,
+    data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
+    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -681,6 +681,19 @@ impl hearth_store::Store for PgStore {
             .select(users::name)
             .load(&mut c)
             .await?)
+    }
+
+    async fn change_user(&self, tenant: &str, name: &str, change: UserChange) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let n = diesel::update(
+            users::table
+                .find((tenant, name))
+                .filter(users::source.eq("local")),
+        )
+        .set(&change)
+        .execute(&mut c)
+        .await?;
+        Ok(n > 0)
     }
 
     async fn save_user(&self, user: User) -> StoreResult<()> {

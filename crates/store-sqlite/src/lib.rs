@@ -12,9 +12,9 @@ use diesel::sqlite::SqliteConnection;
 use hearth_store::schema::{
     AuditEvent, CountRow, EstimateRow, ExportJob, ExportPart, ImportedFile, IndexChanges, KeyRow,
     NewReindexJob, NewVersion, PENDING_AUDIT_COLUMNS, PendingAudit, ReindexJobRow, ReindexProgress,
-    SearchRow, User, VersionRow, WriteSet, audit_anchors, audit_events, audit_pending, data_keys,
-    export_jobs, export_parts, hearth_migrations, history_version_columns, imported_files,
-    reindex_jobs, resource_history, resources, text_prefix_inserts, users,
+    SearchRow, User, UserChange, VersionRow, WriteSet, audit_anchors, audit_events, audit_pending,
+    data_keys, export_jobs, export_parts, hearth_migrations, history_version_columns,
+    imported_files, reindex_jobs, resource_history, resources, text_prefix_inserts, users,
 };
 use hearth_store::search::{
     CommonConditions, CompartmentQuery, Driver, DriverChoice, Placeholders, SearchHit, SearchQuery,
@@ -726,6 +726,21 @@ impl hearth_store::Store for SqliteStore {
                 .filter(users::updated_at.ge(since))
                 .select(users::name)
                 .load(c)?)
+        })
+        .await
+    }
+
+    async fn change_user(&self, tenant: &str, name: &str, change: UserChange) -> StoreResult<bool> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.with_writer(move |c| {
+            let n = diesel::update(
+                users::table
+                    .find((&tenant, &name))
+                    .filter(users::source.eq("local")),
+            )
+            .set(&change)
+            .execute(c)?;
+            Ok(n > 0)
         })
         .await
     }

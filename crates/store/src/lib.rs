@@ -435,6 +435,15 @@ pub trait Store: Send + Sync {
         since: i64,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
+    /// Changes some columns of a local user (`source` = `local`); false when
+    /// there is no such user.
+    fn change_user(
+        &self,
+        tenant: &str,
+        name: &str,
+        change: schema::UserChange,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
     /// Inserts or replaces a user.
     fn save_user(&self, user: schema::User) -> impl Future<Output = StoreResult<()>> + Send;
 

@@ -1053,6 +1053,19 @@ diesel::table! {
     }
 }
 
+/// A change to some columns of a local user's row (`None`: left as it is),
+/// made by one `UPDATE`, so a concurrent change of another column is kept.
+#[derive(AsChangeset, Clone, Debug, Default)]
+#[diesel(table_name = users)]
+pub struct UserChange {
+    pub password_hash: Option<Option<String>>,
+    pub roles: Option<String>,
+    pub locked: Option<bool>,
+    pub locked_until: Option<Option<i64>>,
+    pub failed_logins: Option<i32>,
+    pub updated_at: Option<i64>,
+}
+
 /// A user: of the local credential source (with a password hash), or the
 /// shadow of an external identity (`source` `ldap`/`oidc`, no hash).
 #[derive(Insertable, Queryable, AsChangeset, Clone, Debug, PartialEq, Eq)]
