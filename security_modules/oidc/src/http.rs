@@ -6,13 +6,10 @@
 
 use std::error::Error as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::redirect::Policy;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use serde_json::Value;
 use url::Url;
 
@@ -148,45 +145,16 @@ fn describe(error: reqwest::Error) -> String {
 /// A client configuration trusting the CAs in `ca_file` (PEM), or the system
 /// trust store when there is none. TLS 1.2 and 1.3 only.
 fn client_config(ca_file: Option<&Path>, needs_tls: bool) -> Result<ClientConfig, ConfigError> {
+    let err = |message: String| ConfigError::new("ca_file", message);
     let roots = match ca_file {
-        Some(path) => roots_from_pem(path)?,
-        None => system_roots(needs_tls)?,
+        Some(path) => hearth_tls::roots_from_pem(path).map_err(err)?,
+        None => hearth_tls::system_roots(),
     };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new("ca_file", format!("TLS set-up failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
-fn roots_from_pem(path: &Path) -> Result<RootCertStore, ConfigError> {
-    let shown = path.display();
-    let fail = |why: String| ConfigError::new("ca_file", format!("{shown}: {why}"));
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| fail(e.to_string()))?;
-        roots
-            .add(cert)
-            .map_err(|e| fail(format!("not a usable CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(fail("holds no PEM certificate".to_owned()));
-    }
-    Ok(roots)
-}
-
-fn system_roots(needs_tls: bool) -> Result<RootCertStore, ConfigError> {
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(found.certs);
     if roots.is_empty() && needs_tls {
-        return Err(ConfigError::new(
-            "ca_file",
-            "the system trust store holds no CA certificate; name the issuer's CA in ca_file",
+        return Err(err(
+            "the system trust store holds no CA certificate; name the issuer's CA in ca_file"
+                .into(),
         ));
     }
-    Ok(roots)
+    hearth_tls::client_config(roots).map_err(err)
 }
